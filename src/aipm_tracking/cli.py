@@ -1,0 +1,143 @@
+"""The ``aipm`` command line: a click group whose commands load lazily.
+
+Importing this module imports click and nothing heavy: each command lives in
+``aipm_tracking.commands.<module>`` and is imported only when named (or listed by
+``--help``); those modules import their work (pandas, backends ...) inside the command
+body. Plugins are loaded when a command runs, never at import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from typing import Any
+
+import click
+
+#: command name -> "module:attribute" under aipm_tracking.commands
+LAZY_COMMANDS: dict[str, str] = {
+    "log": "log:log_cmd",
+    "runs": "runs:runs_group",
+    "compare": "compare:compare_cmd",
+    "guardrails": "guardrails:guardrails_group",
+    "push": "transfer:push_cmd",
+    "pull": "transfer:pull_cmd",
+    "plugins": "info:plugins_cmd",
+    "metrics": "info:metrics_cmd",
+    "demo": "demo:demo_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when the command is needed."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+        self._plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugins_loaded or os.environ.get("_AIPM_NO_PLUGIN_COMMANDS"):
+            return
+        self._plugins_loaded = True
+        from .plugins import add_plugin_commands
+
+        for name in self.lazy:  # built-ins win name collisions
+            self.commands.setdefault(name, self._import(name))
+        add_plugin_commands(self)
+
+    def _import(self, name: str) -> click.Command:
+        mod, _, attr = self.lazy[name].partition(":")
+        cmd = getattr(importlib.import_module(f"aipm_tracking.commands.{mod}"), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return sorted(set(self.lazy) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in self.lazy:
+            cmd = self._import(cmd_name)
+            self.commands[cmd_name] = cmd
+            return cmd
+        self._load_plugin_commands()
+        return self.commands.get(cmd_name)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aipm-tracking")
+    except PackageNotFoundError:  # pragma: no cover - source tree
+        return "0+unknown"
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(version=None, package_name="aipm-tracking", prog_name="aipm",
+                      message="%(prog)s %(version)s")
+@click.option("--store", envvar="AIPM_STORE", metavar="DIR",
+              help="Embedded store directory (default ./.aipm, or $AIPM_STORE).")
+@click.option("--mlflow-uri", envvar="MLFLOW_TRACKING_URI", metavar="URI",
+              help="MLflow tracking URI (sqlite:///… or http://…); default $MLFLOW_TRACKING_URI.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, mlflow_uri: str | None, quiet: bool) -> None:
+    """aipm: AI-PM metrics, guardrails fixed before training, and a regression gate for CI.
+
+    \b
+    Quick start:
+      aipm demo                                   # see a regression caught, no set-up
+      aipm log eval.parquet --model bot --model-version 2 --guardrails g.yaml
+      aipm compare BASELINE CANDIDATE --guardrails g.yaml
+
+    Exit codes of 'compare': 0 pass, 1 blocking regression, 2 usage error, 3 inconclusive.
+    """
+    from .context import CliState
+
+    ctx.obj = CliState(store=store, mlflow_uri=mlflow_uri, quiet=quiet)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    from .errors import AipmWarning
+
+    if isinstance(category, type) and issubclass(category, AipmWarning):
+        click.echo(f"aipm: warning: {message}", err=True)
+    else:  # pragma: no cover - other libraries' warnings keep their format
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: AipmError -> one line on stderr + its exit code."""
+    from .errors import AipmError
+
+    warnings.showwarning = _show_warning
+    debug = os.environ.get("AIPM_DEBUG", "") not in ("", "0")
+    try:
+        rv = cli.main(args=argv, prog_name="aipm", standalone_mode=False)
+    except AipmError as e:
+        if debug:
+            raise
+        click.echo(f"aipm: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aipm: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        click.echo(f"aipm: error: {e}", err=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)

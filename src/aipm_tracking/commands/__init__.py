@@ -1,0 +1,1 @@
+"""One module per CLI command family; each imports its heavy work inside the command body."""

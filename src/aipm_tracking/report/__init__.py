@@ -1,0 +1,1 @@
+"""Renderers: comparison -> table (terminal), markdown, json, junit, html."""
