@@ -49,6 +49,9 @@ class DeltaEstimate:
     test: str = "point"
     n: int | None = None
     reason: str = ""
+    #: True when the runs cannot be compared on this metric (eval sets differ, too few
+    #: matched examples): compare then gives the row the verdict ``inconclusive``.
+    inconclusive: bool = False
     ci_fn: Callable[[float], tuple[float, float]] | None = field(default=None, repr=False)
 
     def ci_at(self, level: float) -> tuple[float, float] | None:

@@ -60,6 +60,12 @@ BUILTIN_METRICS: tuple[MetricDef, ...] = (
     MetricDef("cost_total_usd", "info", "USD", "sum(cost_usd).", "count"),
     MetricDef("aurc", "lower", "fraction",
               "Area under the risk-coverage curve (sorted by confidence, descending).", "curve"),
+    MetricDef("psi_confidence", "lower", "index",
+              "Population stability index of confidence, candidate vs baseline eval set.", "logged"),
+    MetricDef("psi_prediction", "lower", "index",
+              "Population stability index of the prediction mix, candidate vs baseline.", "logged"),
+    MetricDef("psi_slice", "lower", "index",
+              "Population stability index of the slice mix, candidate vs baseline.", "logged"),
     # Product metrics that are logged, not computed.
     MetricDef("dau", "higher", "users", "Daily active users (logged).", "logged"),
     MetricDef("retention_d7", "higher", "fraction", "Day-7 retention (logged).", "logged"),

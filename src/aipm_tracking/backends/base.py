@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import BackendNotImplementedError
-from ..schema import MetricPoint, RunRecord
+from ..schema import Comparison, MetricPoint, RunRecord
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class Backend(Protocol):
         """Logged series points of a run (all keys when ``keys`` is None), ordered by step."""
         ...
 
+    def write_comparison(self, comparison: Comparison, target: str | None = None) -> str:
+        """Store a comparison for review (W&B comparison table + alert ...); return a ref/URL."""
+        ...
+
 
 class BaseBackend:
     """Convenience base: every operation raises ``BackendNotImplementedError`` until overridden."""
@@ -103,6 +107,9 @@ class BaseBackend:
 
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
         raise self._nyi("read_history")
+
+    def write_comparison(self, comparison: Comparison, target: str | None = None) -> str:
+        raise self._nyi("write_comparison")
 
 
 BackendFactory = Callable[[BackendOptions], Backend]
