@@ -1,0 +1,168 @@
+"""Shared wording and number formatting for every renderer (table, markdown, junit, html).
+
+One headline function so the terminal, the PR comment, the JUnit file and the HTML page all
+say the same thing; one number formatter so they all show the same digits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..schema import Comparison, MetricComparison, RunSummary
+
+#: Verdicts shown first (worst first), then the rest in guardrail order.
+VERDICT_ORDER = ("breach", "regression", "inconclusive", "warn", "improved", "pass")
+
+
+def fmt_num(x: float | None, signed: bool = False, digits: int = 4) -> str:
+    """A metric value, ``digits`` significant digits, no exponent for ordinary magnitudes.
+
+    None / NaN -> '—'.
+    """
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+        return "—"
+    x = float(x)
+    sign = "+" if signed and x > 0 else ""
+    ax = abs(x)
+    if ax == 0:
+        return "0" if not signed else "±0"
+    if ax >= 1e6:
+        s = f"{x:.4g}"
+    elif ax >= 1000:
+        s = f"{x:,.0f}"
+    elif ax >= 100:
+        s = f"{x:.1f}"
+    elif ax >= 1e-4:
+        s = f"{x:.{digits}g}"
+    else:
+        s = f"{x:.2e}"
+    return sign + s
+
+
+def fmt_ci(ci: tuple[float, float] | None) -> str:
+    """``[lo, hi]`` of a delta, or '' when there is no interval."""
+    if not ci:
+        return ""
+    return f"[{fmt_num(ci[0], signed=True, digits=3)}, {fmt_num(ci[1], signed=True, digits=3)}]"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "—"
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3f}"
+
+
+def run_label(s: RunSummary) -> str:
+    """``name (model version)`` for a run side; plain text (escape before HTML/markdown)."""
+    model = s.model.name
+    if s.model.version:
+        model = f"{model} v{s.model.version}" if model else f"v{s.model.version}"
+    if model and model != s.name:
+        return f"{s.name} ({model})"
+    return s.name or (s.ref or "?")
+
+
+def is_warning(r: MetricComparison) -> bool:
+    """A non-blocking concern: verdict warn, or a regression/breach of a warn-severity guardrail."""
+    return r.verdict == "warn" or (r.verdict in ("regression", "breach") and not r.blocking)
+
+
+@dataclass
+class Tally:
+    """Rows grouped by what they mean for the gate."""
+
+    regressions: list[MetricComparison] = field(default_factory=list)  # blocking regressions
+    breaches: list[MetricComparison] = field(default_factory=list)  # blocking breaches
+    warnings: list[MetricComparison] = field(default_factory=list)
+    inconclusive: list[MetricComparison] = field(default_factory=list)
+    improved: list[MetricComparison] = field(default_factory=list)
+    passed: list[MetricComparison] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, cmp: Comparison) -> Tally:
+        t = cls()
+        for r in cmp.metrics:
+            if r.blocking and r.verdict == "regression":
+                t.regressions.append(r)
+            elif r.blocking:
+                t.breaches.append(r)
+            elif is_warning(r):
+                t.warnings.append(r)
+            elif r.verdict == "inconclusive":
+                t.inconclusive.append(r)
+            elif r.verdict == "improved":
+                t.improved.append(r)
+            else:
+                t.passed.append(r)
+        return t
+
+
+def _names(rows: list[MetricComparison], limit: int = 3) -> str:
+    names = [r.metric for r in rows[:limit]]
+    if len(rows) > limit:
+        names.append(f"+{len(rows) - limit} more")
+    return ", ".join(names)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def headline(cmp: Comparison) -> str:
+    """E.g. ``FAIL: 1 blocking regression (accuracy), 1 warning (latency_ms_p95)``."""
+    t = Tally.of(cmp)
+    parts: list[str] = []
+    if t.regressions:
+        parts.append(f"{_plural(len(t.regressions), 'blocking regression')} "
+                     f"({_names(t.regressions)})")
+    if t.breaches:
+        parts.append(f"{_plural(len(t.breaches), 'blocking breach', 'blocking breaches')} "
+                     f"({_names(t.breaches)})")
+    if t.inconclusive:
+        extra = ", allowed" if cmp.allow_missing else ""
+        parts.append(f"{len(t.inconclusive)} inconclusive ({_names(t.inconclusive)}{extra})")
+    if t.warnings:
+        parts.append(f"{_plural(len(t.warnings), 'warning')} ({_names(t.warnings)})")
+    if t.improved:
+        parts.append(f"{len(t.improved)} improved")
+    if not parts or (not t.regressions and not t.breaches and not t.inconclusive
+                     and not t.warnings):
+        n = len(cmp.metrics)
+        if n == 0:
+            parts = ["no guardrails to check"]
+        else:
+            ok = len(t.passed) + len(t.improved)
+            parts = [f"{ok} of {_plural(n, 'guardrail')} pass"
+                     + (f", {len(t.improved)} improved" if t.improved else "")]
+    return f"{cmp.verdict.upper()}: " + ", ".join(parts)
+
+
+def sorted_rows(cmp: Comparison) -> list[MetricComparison]:
+    """Blocking rows first, then warnings/inconclusive, then the rest (stable within groups)."""
+    def key(r: MetricComparison) -> int:
+        if r.blocking:
+            return 0
+        if r.verdict == "inconclusive":
+            return 1
+        if is_warning(r):
+            return 2
+        return 3
+
+    return sorted(cmp.metrics, key=key)
+
+
+def context_line(cmp: Comparison) -> str:
+    """``gate confirmed · alpha 0.05 · guardrails NAME`` (plain text)."""
+    bits = [f"gate {cmp.gate}", f"alpha {cmp.alpha:g}"]
+    if cmp.guardrails_name:
+        bits.append(f"guardrails {cmp.guardrails_name}")
+    pairing = cmp.details.get("pairing") if isinstance(cmp.details, dict) else None
+    if isinstance(pairing, dict):
+        if pairing.get("paired"):
+            bits.append(f"paired on {pairing.get('matched', 0)} examples")
+        else:
+            bits.append("unpaired")
+    return " · ".join(bits)

@@ -1,0 +1,127 @@
+"""``--format markdown``: a compact PR comment / job summary.
+
+Verdict first, then the blocking and warning rows as a short list, then the full table in a
+collapsed ``<details>``. Every value from data is escaped (:func:`md_escape`): no markdown
+or HTML from a run name, a metric name or a reason can render as markup.
+"""
+
+from __future__ import annotations
+
+from ..schema import Comparison, MetricComparison
+from .base import ReportOptions
+from .common import (
+    Tally,
+    context_line,
+    fmt_ci,
+    fmt_num,
+    fmt_p,
+    headline,
+    is_warning,
+    run_label,
+)
+
+VERDICT_ICON = {
+    "pass": "✅",
+    "improved": "🟢",
+    "regression": "❌",
+    "breach": "❌",
+    "warn": "⚠️",
+    "inconclusive": "❔",
+}
+HEAD_ICON = {"pass": "✅", "fail": "❌", "inconclusive": "❔"}
+
+_MD_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "|": "\\|",
+    "`": "&#96;",
+    "\\": "\\\\",
+    "[": "\\[",
+    "]": "\\]",
+    "*": "\\*",
+    "_": "\\_",
+    "\r": " ",
+    "\n": " ",
+}
+
+
+def md_escape(text: object) -> str:
+    """Escape text from data for a markdown table cell or inline text (GitHub flavour)."""
+    return "".join(_MD_ESCAPES.get(c, c) for c in str(text))
+
+
+def md_unescape(text: str) -> str:
+    """Inverse of :func:`md_escape` (for tests and tools that read our comments back)."""
+    out = text.replace("&#96;", "`").replace("&lt;", "<").replace("&gt;", ">")
+    out = out.replace("&amp;", "&")
+    res: list[str] = []
+    i = 0
+    while i < len(out):
+        if out[i] == "\\" and i + 1 < len(out):
+            res.append(out[i + 1])
+            i += 2
+        else:
+            res.append(out[i])
+            i += 1
+    return "".join(res)
+
+
+def _icon(r: MetricComparison) -> str:
+    if is_warning(r):
+        return VERDICT_ICON["warn"]
+    return VERDICT_ICON.get(r.verdict, "")
+
+
+def _delta(r: MetricComparison) -> str:
+    d = fmt_num(r.delta, signed=True)
+    ci = fmt_ci(r.ci)
+    return f"{d} {ci}" if ci else d
+
+
+def _bullet(r: MetricComparison) -> str:
+    bits = [f"{fmt_num(r.baseline)} → {fmt_num(r.candidate)}", f"Δ {_delta(r)}"]
+    if r.p_value is not None:
+        bits.append(f"p {fmt_p(r.p_value)}")
+    reason = f": {md_escape(r.reason)}" if r.reason else ""
+    sev = "" if r.blocking or r.verdict == "inconclusive" else " (non-blocking)"
+    return (f"- {_icon(r)} **{md_escape(r.metric)}** {md_escape(r.verdict)}{sev} "
+            f"({', '.join(bits)}){reason}")
+
+
+def render_markdown(cmp: Comparison, opts: ReportOptions) -> str:
+    """Comparison -> GitHub-flavoured markdown (PR comment, ``$GITHUB_STEP_SUMMARY``)."""
+    t = Tally.of(cmp)
+    lines: list[str] = []
+    lines.append(f"### {HEAD_ICON.get(cmp.verdict, '')} aipm: {md_escape(headline(cmp))}")
+    lines.append("")
+    lines.append(f"**candidate** {md_escape(run_label(cmp.candidate))} vs "
+                 f"**baseline** {md_escape(run_label(cmp.baseline))}  ")
+    lines.append(md_escape(context_line(cmp)))
+    lines.append("")
+    attention = t.regressions + t.breaches + t.inconclusive + t.warnings
+    if attention:
+        lines.extend(_bullet(r) for r in attention)
+        lines.append("")
+    if cmp.warnings:
+        lines.append("**Warnings**")
+        lines.append("")
+        lines.extend(f"- {md_escape(w)}" for w in cmp.warnings)
+        lines.append("")
+    n = len(cmp.metrics)
+    lines.append(f"<details><summary>All {n} guardrail{'s' if n != 1 else ''}</summary>")
+    lines.append("")
+    if cmp.metrics:
+        lines.append("| metric | baseline | candidate | Δ [CI] | p | test | verdict | reason |")
+        lines.append("|---|---:|---:|---:|---:|---|---|---|")
+        for r in cmp.metrics:
+            lines.append(
+                f"| {md_escape(r.metric)} | {fmt_num(r.baseline)} | {fmt_num(r.candidate)} "
+                f"| {_delta(r)} | {fmt_p(r.p_value)} | {md_escape(r.test or '')} "
+                f"| {_icon(r)} {md_escape(r.verdict)} | {md_escape(r.reason or '')} |")
+    else:
+        lines.append("_no guardrails were checked_")
+    lines.append("")
+    lines.append("</details>")
+    lines.append("")
+    return "\n".join(lines)
