@@ -45,7 +45,11 @@ class LazyGroup(click.Group):
         from .plugins import add_plugin_commands
 
         for name in self.lazy:  # built-ins win name collisions
-            self.commands.setdefault(name, self._import(name))
+            if name not in self.commands:
+                try:
+                    self.commands[name] = self._import(name)
+                except ImportError as e:  # a broken install must not break every command
+                    warnings.warn(f"command '{name}' unavailable: {e}", stacklevel=2)
         add_plugin_commands(self)
 
     def _import(self, name: str) -> click.Command:
@@ -56,7 +60,7 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
-        return sorted(set(self.lazy) | set(self.commands))
+        return sorted(self.commands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:

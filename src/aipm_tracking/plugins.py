@@ -86,7 +86,13 @@ class _Host:
             short = modname.rsplit(".", 1)[-1]
             if modname in blocked or short in blocked:
                 continue
-            mod = importlib.import_module(modname)
+            try:
+                mod = importlib.import_module(modname)
+            except Exception as e:  # noqa: BLE001 - same rule as third-party plugins
+                self.infos.append(PluginInfo(modname, core_version, "builtin",
+                                             error=f"{type(e).__name__}: {e}"))
+                self._warn(f"plugin '{modname}' failed to load: {type(e).__name__}: {e}")
+                continue
             self._register(mod, modname, core_version, "builtin")
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in blocked:

@@ -1,0 +1,139 @@
+"""``aipm runs list|show|history``: browse runs in any backend."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import click
+
+from ._common import console, fmt_value, state
+
+_FORMATS = click.Choice(["table", "json", "csv"])
+_LIST_COLUMNS = ("ref", "name", "model", "version", "created_at", "status", "n_examples",
+                 "accuracy")
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """List runs, show one, or print its logged series."""
+
+
+@runs_group.command("list")
+@click.option("--from", "source", default="local", metavar="PREFIX",
+              help="Where to list: local (default), mlflow:EXPERIMENT, wandb:ENTITY/PROJECT.")
+@click.option("--filter", "filter_", default=None, metavar="EXPR",
+              help='Filter, e.g. \'metrics.accuracy > 0.9 and model = "bot"\'.')
+@click.option("--limit", type=int, default=None, help="At most this many runs.")
+@click.option("--format", "fmt", type=_FORMATS, default="table", show_default=True)
+@click.pass_context
+def list_cmd(ctx: click.Context, source: str, filter_: str | None, limit: int | None,
+             fmt: str) -> None:
+    """List runs, newest first.
+
+    \b
+    Examples:
+      aipm runs list
+      aipm runs list --from mlflow:support-bot --filter "metrics.accuracy > 0.9" --format csv
+    """
+    from ..plugins import get_backend
+    from ..refs import parse_target
+
+    scheme, target = parse_target(source)
+    backend = get_backend(scheme, state(ctx).backend_options())
+    recs = list(backend.list_runs(target, filter=filter_, limit=limit))
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in recs], indent=2, allow_nan=False))
+        return
+    rows = [(r.ref or r.run_id, r.name, r.model.name, r.model.version, r.created_at[:19],
+             r.status, r.metric("n_examples"), r.metric("accuracy")) for r in recs]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(_LIST_COLUMNS)
+        for row in rows:
+            w.writerow(["" if v is None else v for v in row])
+        click.echo(buf.getvalue(), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} run(s) in {source}", title_justify="left")
+    for col in _LIST_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(fmt_value(int(v) if k == "n_examples" and v is not None else v)
+                        for k, v in zip(_LIST_COLUMNS, row, strict=True)))
+    console().print(table)
+
+
+@runs_group.command("show")
+@click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def show_cmd(ctx: click.Context, ref: str, fmt: str) -> None:
+    """Show one run: model, dataset, metrics, guardrails hash.
+
+    \b
+    Example:
+      aipm runs show local:20240601-1a2b3c4d5e6f --format json
+    """
+    from ..api import load_run
+
+    rec = load_run(ref, options=state(ctx).backend_options(), with_examples=False)
+    if fmt == "json":
+        click.echo(rec.to_json(indent=2))
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold]{rec.name}[/]  {rec.ref or rec.run_id}", markup=True)
+    con.print(f"model {rec.model.name} {rec.model.version}  ·  dataset "
+              f"{rec.dataset.name or '-'}@{rec.dataset.version or '-'} "
+              f"(n={rec.dataset.size if rec.dataset.size is not None else '-'})  ·  "
+              f"status {rec.status}  ·  created {rec.created_at[:19]}", markup=False)
+    con.print(f"guardrails hash {rec.guardrails_hash or '-'}", markup=False)
+    table = Table("metric", "value", "ci", "n")
+    for name, mv in sorted(rec.metrics.items()):
+        ci = f"[{fmt_value(mv.ci[0])}, {fmt_value(mv.ci[1])}]" if mv.ci else ""
+        table.add_row(name, fmt_value(mv.value), ci, fmt_value(mv.n))
+    con.print(table)
+
+
+@runs_group.command("history")
+@click.argument("ref")
+@click.option("--keys", default=None, metavar="A,B", help="Only these series.")
+@click.option("--format", "fmt", type=_FORMATS, default="csv", show_default=True)
+@click.pass_context
+def history_cmd(ctx: click.Context, ref: str, keys: str | None, fmt: str) -> None:
+    """Print the series a Tracker logged (CSV: step,key,value).
+
+    \b
+    Example:
+      aipm runs history local:20240601-1a2b3c4d5e6f --keys loss,lr
+    """
+    from ..plugins import get_backend
+    from ..refs import parse_ref
+
+    r = parse_ref(ref)
+    backend = get_backend(r.scheme, state(ctx).backend_options())
+    key_list = [k.strip() for k in keys.split(",") if k.strip()] if keys else None
+    points = backend.read_history(r.locator, key_list)
+    if fmt == "json":
+        click.echo(json.dumps([{"step": p.step, "key": p.key, "value": p.value,
+                                "timestamp": p.timestamp} for p in points]))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(("step", "key", "value"))
+        w.writerows((p.step, p.key, repr(float(p.value))) for p in points)
+        click.echo(buf.getvalue(), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table("step", "key", "value")
+    for p in points:
+        table.add_row(str(p.step), p.key, fmt_value(p.value))
+    console().print(table)
