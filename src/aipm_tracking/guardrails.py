@@ -405,10 +405,10 @@ def _from_dict(raw: Any, lines: _Lines, registry: MetricRegistry, source: str | 
         _check_keys(p, PRICING_KEYS, ("pricing",), lines, "pricing")
         vals = {k: _number(p[k], ("pricing", k), lines, lo=0.0) for k in PRICING_KEYS if k in p}
         pricing = Pricing(**vals)
-    g = Guardrails(guardrails=tuple(rails), name=name, version=SPEC_VERSION,
-                   fallback_threshold=fallback, alpha=alpha, column_map=column_map,
-                   metric_map=metric_map, traffic_mix=mix, pricing=pricing, source=source)
-    return _with_hash(g)
+    spec = Guardrails(guardrails=tuple(rails), name=name, version=SPEC_VERSION,
+                      fallback_threshold=fallback, alpha=alpha, column_map=column_map,
+                      metric_map=metric_map, traffic_mix=mix, pricing=pricing, source=source)
+    return _with_hash(spec)
 
 
 def _with_hash(g: Guardrails) -> Guardrails:
