@@ -18,7 +18,7 @@ BUILTIN_FORMATS: dict[str, str] = {
     "table": "table:render_table",
     "markdown": "markdown:render_markdown",
     "json": "json_:render_json",
-    # "junit": "junit:render_junit",
+    "junit": "junit:render_junit",
     # "html": "html:render_html",
 }
 
