@@ -159,3 +159,99 @@ def test_installed_backend_plugins_are_registered() -> None:
     from aipm_tracking import plugins
 
     assert {"mlflow", "wandb"} <= set(plugins.backend_schemes())
+
+
+EVENTS = '''
+import json, os
+from aipm_tracking import hookimpl
+
+@hookimpl
+def aipm_run_logged(record, ref):
+    with open(os.environ["EVENT_LOG"], "a") as f:
+        f.write(json.dumps({"event": "logged", "ref": ref, "model": record.model.name}) + "\\n")
+
+@hookimpl
+def aipm_comparison_done(comparison):
+    with open(os.environ["EVENT_LOG"], "a") as f:
+        f.write(json.dumps({"event": "compared", "verdict": comparison.verdict}) + "\\n")
+    raise RuntimeError("alert service down")
+'''
+
+
+def test_event_hooks_fire_and_failures_are_warnings(plugin_path: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    _make_dist(plugin_path, "aipm-events", EVENTS)
+    log = tmp_path / "events.jsonl"
+    env = _env(plugin_path, EVENT_LOG=str(log))
+    n = 200
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"example_id": np.arange(n), "label": rng.integers(0, 3, n),
+                       "prediction": rng.integers(0, 3, n), "confidence": rng.random(n)})
+    path = tmp_path / "e.csv"
+    df.to_csv(path, index=False)
+    out = run_cli("log", str(path), "--model", "m", env=env)
+    assert out.returncode == 0, out.stderr
+    ref = out.stdout.strip().splitlines()[-1]
+    cmp = run_cli("compare", ref, ref, env=env)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert "plugin 'aipm_events' failed in aipm_comparison_done" in cmp.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events == [{"event": "logged", "ref": ref, "model": "m"},
+                      {"event": "compared", "verdict": "pass"}]
+
+
+BACKEND_AND_REPORTER = '''
+from aipm_tracking import hookimpl
+from aipm_tracking.backends.base import BaseBackend
+from aipm_tracking.errors import RunNotFoundError
+from aipm_tracking.schema import RunRecord, ModelInfo, MetricValue
+
+class Memory(BaseBackend):
+    scheme = "memory"
+    def __init__(self, options):
+        self.options = options
+    def read_run(self, locator, *, with_examples=True):
+        if locator not in ("a", "b"):
+            raise RunNotFoundError(f"no run {locator!r} in memory")
+        acc = 0.9 if locator == "a" else 0.7
+        return RunRecord(run_id=locator, name=locator, model=ModelInfo("m", locator),
+                         metrics={"val/acc": MetricValue(acc)})
+
+@hookimpl
+def aipm_register_backends(register):
+    register("memory", Memory)
+
+@hookimpl
+def aipm_register_reporters(register):
+    register("verdict-only", lambda cmp, opts: cmp.verdict + "\\n")
+'''
+
+DUPLICATE_BACKEND = '''
+from aipm_tracking import hookimpl
+
+@hookimpl
+def aipm_register_backends(register):
+    register("local", object)
+'''
+
+
+def test_plugin_backend_and_reporter_through_compare(plugin_path: Path, tmp_path: Path) -> None:
+    _make_dist(plugin_path, "aipm-memory", BACKEND_AND_REPORTER)
+    g = tmp_path / "g.yaml"
+    g.write_text('version: 1\nmetric_map: {"val/acc": accuracy}\n'
+                 "metrics:\n  accuracy: {max_regression: 0.05}\n")
+    out = run_cli("compare", "memory:a", "memory:b", "--guardrails", str(g),
+                  "--format", "verdict-only", env=_env(plugin_path))
+    assert out.stdout.strip() == "fail", out.stdout + out.stderr
+    assert out.returncode == 1
+    missing = run_cli("runs", "show", "memory:zzz", env=_env(plugin_path))
+    assert missing.returncode == 2 and "no run 'zzz' in memory" in missing.stderr
+
+
+def test_two_plugins_claiming_one_scheme_is_an_error(plugin_path: Path) -> None:
+    _make_dist(plugin_path, "aipm-dup", DUPLICATE_BACKEND)
+    out = run_cli("runs", "list", env=_env(plugin_path))
+    assert out.returncode == 2
+    assert "backend 'local' registered by both" in out.stderr and "aipm_dup" in out.stderr
