@@ -1,0 +1,462 @@
+"""(baseline, candidate, guardrails) -> :class:`~aipm_tracking.schema.Comparison` (DESIGN §6).
+
+The numbers (deltas, intervals, p-values) come from :func:`aipm_tracking.estimate.estimate_deltas`;
+this module owns the decisions: absolute bounds, allowed regressions, the three gates, Holm's
+correction across the tested guardrails, severities, and fail-closed handling of missing
+metrics. It imports no backend and no renderer (the API layer fires the
+``aipm_comparison_done`` event).
+
+Verdict rules, per guardrail (``worsening`` = how much worse the candidate is, in the metric's
+units; positive is worse):
+
+* ``inconclusive``: the metric is missing on either run, or the estimator says the runs are not
+  comparable on it (too few matched examples, different eval sets).
+* ``breach``: the candidate's value is below ``min`` or above ``max`` (point value; ties pass).
+* ``regression``: the worsening exceeds ``max_regression`` (absolute, or relative to
+  |baseline|; with a zero baseline a relative margin allows no worsening at all). Under the
+  ``confirmed`` gate the interval of the delta at the Holm-adjusted level must also lie
+  wholly beyond the margin, else the row is ``warn`` ("not significant (p=…)"); under
+  ``strict`` any row whose interval reaches beyond the margin is a regression
+  (non-inferiority not shown); under ``point`` point estimates decide. Rows with point
+  estimates only (summary-only runs) are decided on points under every gate.
+* ``warn``: a ``breach``/``regression`` of a guardrail with ``severity: warn``, or an
+  unconfirmed regression.
+* ``improved``: better than the baseline by more than the tie tolerance and, when an
+  interval exists (and the gate is not ``point``), the interval lies wholly on the better side
+  of zero. Otherwise ``pass``.
+
+Ties pass: every comparison allows ``1e-9 + 1e-9·max(|values|)`` of slack, so
+``0.85`` against ``0.8 + 0.05`` passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+from .estimate import DeltaEstimate, PairingInfo, estimate_deltas
+from .guardrails import Guardrail, Guardrails, Margin, load_guardrails
+from .metrics import split_slice
+from .schema import Comparison, MetricComparison, RunRecord, RunSummary
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .metrics import MetricRegistry
+
+GATES = ("confirmed", "point", "strict")
+EPS = 1e-9
+DAYS_PER_MONTH = 30
+MAX_CHANGED_EXAMPLES = 200
+TEXT_COLUMNS = ("text", "input", "question", "prompt", "query", "output", "response")
+_TEXT_LIMIT = 500
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _tol(*xs: float | None) -> float:
+    """Tie tolerance: 1e-9 absolute plus 1e-9 relative to the largest magnitude involved."""
+    return EPS + EPS * max((abs(x) for x in xs if _finite(x)), default=0.0)  # type: ignore[arg-type]
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _ci_text(ci: tuple[float, float], level: float) -> str:
+    return f"{level:.1%} CI [{_g(ci[0])}, {_g(ci[1])}]"
+
+
+# -- Holm ------------------------------------------------------------------------------------
+
+def holm_levels(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[float]]:
+    """Holm's step-down procedure: per hypothesis (input order) the Holm-adjusted p-value and the
+    confidence level of the interval matching its Holm threshold, ``1 - alpha/(m - rank)``
+    (rank 0 for the smallest p-value)."""
+    m = len(p_values)
+    if m == 0:
+        return [], []
+    try:
+        from .stats import holm
+    except ImportError:  # TEMPORARY until stats.holm lands (the lead is told)
+        holm = _holm_interim
+    adjusted = [float(x) for x in holm(list(p_values))]
+    order = sorted(range(m), key=lambda i: (p_values[i], i))
+    levels = [0.0] * m
+    for rank, i in enumerate(order):
+        levels[i] = 1.0 - alpha / (m - rank)
+    return adjusted, levels
+
+
+def _holm_interim(p_values: Sequence[float]) -> list[float]:
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out, run = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        run = max(run, min(1.0, (m - rank) * p_values[i]))
+        out[i] = run
+    return out
+
+
+# -- one guardrail ---------------------------------------------------------------------------
+
+@dataclass
+class _Ctx:
+    gate: str
+    level: float | None  # confidence level for this row's interval (None: not tested)
+    p_adj: float | None
+    auto: bool  # no guardrails file: informative rows only
+
+
+def _missing(rail: Guardrail, est: DeltaEstimate | None, threshold: str) -> MetricComparison | None:
+    if est is None:
+        return _row(rail, None, None, None, "inconclusive", "metric missing on both runs",
+                    threshold)
+    b_ok, c_ok = _finite(est.baseline), _finite(est.candidate)
+    if est.inconclusive:
+        why = est.reason or "the runs are not comparable on this metric"
+        return _row(rail, est, None, None, "inconclusive", f"not comparable: {why}", threshold)
+    if not (b_ok and c_ok):
+        side = ("both runs" if not (b_ok or c_ok) else "the baseline" if not b_ok
+                else "the candidate")
+        return _row(rail, est, None, None, "inconclusive", f"metric missing on {side}", threshold)
+    return None
+
+
+def _row(rail: Guardrail, est: DeltaEstimate | None, ci: tuple[float, float] | None,
+         p: float | None, verdict: str, reason: str, threshold: str) -> MetricComparison:
+    b = est.baseline if est is not None and _finite(est.baseline) else None
+    c = est.candidate if est is not None and _finite(est.candidate) else None
+    delta = None
+    if est is not None and _finite(est.delta):
+        delta = est.delta
+    elif b is not None and c is not None:
+        delta = c - b
+    delta_rel = delta / abs(b) if delta is not None and b not in (None, 0) else None  # type: ignore[arg-type]
+    return MetricComparison(
+        metric=rail.metric, direction=rail.direction, baseline=b, candidate=c, delta=delta,
+        delta_rel=delta_rel, ci=ci, p_value=p, test=None if est is None else est.test,
+        severity=rail.severity, verdict=verdict, reason=reason, threshold=threshold,
+        slice=rail.slice, n=None if est is None else est.n)
+
+
+def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricComparison:
+    """The verdict of one guardrail given its delta estimate (see the module doc)."""
+    threshold = "no guardrail (informative)" if ctx.auto else rail.describe()
+    missing = _missing(rail, est, threshold)
+    if missing is not None:
+        return missing
+    assert est is not None and est.baseline is not None and est.candidate is not None
+    b, c = float(est.baseline), float(est.candidate)
+    delta = float(est.delta) if est.delta is not None and _finite(est.delta) else c - b
+    sign = 1.0 if rail.direction == "higher" else -1.0
+    worse = -sign * delta
+    ci = est.ci_at(ctx.level) if ctx.level is not None else None
+    p = est.p_value if _finite(est.p_value) else None
+    use_ci = ci is not None and ctx.gate != "point"
+    notes: list[str] = []
+    if ci is None and ctx.gate != "point":
+        notes.append(f"point estimates only ({est.reason or 'no per-example data'})")
+    p_txt = "" if p is None else f"p={p:.3g}" + ("" if ctx.p_adj is None or ctx.p_adj == p
+                                                 else f", Holm-adjusted {ctx.p_adj:.3g}")
+    verdict, reason = "pass", ""
+
+    # 1. absolute bounds on the candidate
+    if rail.min is not None and c < rail.min - _tol(c, rail.min):
+        verdict, reason = "breach", f"{_g(c)} is below min {_g(rail.min)}"
+    elif rail.max is not None and c > rail.max + _tol(c, rail.max):
+        verdict, reason = "breach", f"{_g(c)} is above max {_g(rail.max)}"
+
+    # 2. allowed regression against the baseline
+    margin = rail.max_regression
+    if verdict == "pass" and margin is not None:
+        verdict, reason = _regression(margin, b, c, worse, sign, ci if use_ci else None,
+                                      ctx, p_txt, notes)
+
+    # 3. improvement
+    if verdict == "pass":
+        better = -worse > _tol(b, c)
+        ci_better = (not use_ci or ci is None
+                     or min(sign * ci[0], sign * ci[1]) > _tol(ci[0], ci[1]))
+        if better and ci_better:
+            verdict, reason = "improved", f"better by {_g(abs(delta))}"
+            if use_ci and ci is not None and ctx.level is not None:
+                reason += f" ({_ci_text(ci, ctx.level)}{', ' + p_txt if p_txt else ''})"
+        elif better:
+            reason = (f"better by {_g(abs(delta))}, not significant"
+                      f"{' (' + p_txt + ')' if p_txt else ''}")
+        elif not reason:
+            reason = "within guardrails" if not ctx.auto else "no worse than baseline"
+            if worse > _tol(b, c):
+                reason = f"worse by {_g(worse)}, within the allowed margin"
+
+    if verdict in ("breach", "regression") and rail.severity == "warn":
+        verdict, reason = "warn", f"severity warn: {reason}"
+    if notes:
+        reason = f"{reason}; {'; '.join(notes)}" if reason else "; ".join(notes)
+    return _row(rail, est, ci, p, verdict, reason, threshold)
+
+
+def _regression(margin: Margin, b: float, c: float, worse: float, sign: float,
+                ci: tuple[float, float] | None, ctx: _Ctx, p_txt: str,
+                notes: list[str]) -> tuple[str, str]:
+    allowed = margin.allowed(b)
+    tol = _tol(b, c, allowed)
+    if margin.relative and b == 0:
+        notes.append("baseline is 0: a relative margin allows no worsening")
+    over = worse > allowed + tol
+    what = f"worse by {_g(worse)} (allowed {_g(allowed)}"
+    what += f" = {margin} of |{_g(b)}|)" if margin.relative else ")"
+    if ci is None or ctx.level is None:
+        return ("regression", what) if over else ("pass", "")
+    w_lo, w_hi = sorted((-sign * ci[0], -sign * ci[1]))
+    ci_txt = _ci_text(ci, ctx.level)
+    if ctx.gate == "strict":
+        if w_hi > allowed + tol:
+            return "regression", (f"non-inferiority not shown: the {ci_txt} of the delta allows "
+                                  f"a worsening up to {_g(w_hi)} > {_g(allowed)}")
+        return "pass", ""
+    if not over:
+        return "pass", ""
+    if w_lo > allowed + tol:
+        return "regression", f"{what}; {ci_txt} lies beyond the margin" + (
+            f" ({p_txt})" if p_txt else "")
+    return "warn", (f"not significant ({p_txt or 'no p-value'}): {what}, but the {ci_txt} "
+                    f"does not lie wholly beyond the margin")
+
+
+# -- the comparison ----------------------------------------------------------------------------
+
+def _mapped(rec: RunRecord, metric_map: Mapping[str, str]) -> RunRecord:
+    """A shallow copy of ``rec`` with foreign metric names renamed (per-slice names too)."""
+    if not metric_map:
+        return rec
+    metrics = dict(rec.metrics)
+    for name in list(metrics):
+        base, sl = split_slice(name)
+        canon = metric_map.get(name) or (metric_map.get(base) if sl is not None else None)
+        if canon is None:
+            continue
+        target = canon if sl is None or name in metric_map else f"{canon}[{sl}]"
+        if target not in metrics:
+            metrics[target] = metrics.pop(name)
+    return replace(rec, metrics=metrics, examples=rec.examples)
+
+
+def _auto_rails(base: RunRecord, cand: RunRecord, registry: MetricRegistry) -> list[Guardrail]:
+    """Without a guardrails file: every shared metric with a known direction, informative."""
+    order = {d.name: i for i, d in enumerate(registry)}
+    out = []
+    for name in base.metrics:
+        if name not in cand.metrics:
+            continue
+        d = registry.get(name)
+        if d is None or d.direction not in ("higher", "lower"):
+            continue
+        out.append(Guardrail(metric=name, direction=d.direction, max_regression=Margin(0.0),
+                             severity="warn", slice=split_slice(name)[1]))
+    out.sort(key=lambda g: (order.get(g.base_metric, len(order)), g.slice is not None, g.metric))
+    return out
+
+
+def _warnings(base: RunRecord, cand: RunRecord, g: Guardrails | None) -> list[str]:
+    out = []
+    hashes = [("baseline", base.guardrails_hash), ("candidate", cand.guardrails_hash),
+              ("this comparison", g.hash if g is not None else None)]
+    known = [(who, h) for who, h in hashes if h]
+    if len({h for _w, h in known}) > 1:
+        out.append("criteria moved after training: guardrails hash "
+                   + ", ".join(f"{h} ({who})" for who, h in known))
+    for field_ in ("name", "version", "digest"):
+        bv, cv = getattr(base.dataset, field_), getattr(cand.dataset, field_)
+        if bv and cv and bv != cv:
+            out.append(f"eval sets differ: dataset {field_} {bv!r} (baseline) vs {cv!r} "
+                       f"(candidate); deltas may reflect the data, not the model")
+            break
+    return out
+
+
+def compare_runs(baseline: RunRecord, candidate: RunRecord,
+                 guardrails: Guardrails | str | Mapping[str, Any] | None = None, *,
+                 gate: str = "confirmed", allow_missing: bool = False,
+                 registry: MetricRegistry | None = None, seed: int = 0, n_boot: int = 1000,
+                 queries_per_day: float | None = None,
+                 reference_sample: pd.DataFrame | None = None) -> Comparison:
+    """Hold ``candidate`` against ``baseline`` under ``guardrails`` -> :class:`Comparison`."""
+    if gate not in GATES:
+        raise UsageError(f"unknown gate {gate!r} (expected one of: {', '.join(GATES)})")
+    if queries_per_day is not None and not (_finite(queries_per_day) and queries_per_day >= 0):
+        raise UsageError(f"--queries-per-day must be a number >= 0, got {queries_per_day!r}")
+    g = None if guardrails is None else load_guardrails(guardrails, registry)  # type: ignore[arg-type]
+    metric_map = dict(g.metric_map) if g is not None else {}
+    base, cand = _mapped(baseline, metric_map), _mapped(candidate, metric_map)
+    if g is not None:
+        rails = list(g.guardrails)
+    else:
+        if registry is None:
+            from .plugins import metric_registry
+
+            registry = metric_registry()
+        rails = _auto_rails(base, cand, registry)
+    alpha = g.alpha if g is not None else 0.05
+    warnings = _warnings(base, cand, g)
+    details: dict[str, Any] = {"baseline_details": base.details,
+                               "candidate_details": cand.details}
+
+    drift_metrics: dict[str, float] = {}
+    if base.examples is not None and cand.examples is not None:
+        details["changed_examples"] = changed_examples(base.examples, cand.examples,
+                                                       MAX_CHANGED_EXAMPLES)
+        drift_dict, drift_metrics, drift_warning = drift(base.examples, cand.examples,
+                                                         reference_sample)
+        if drift_dict is not None:
+            details["drift"] = drift_dict
+        if drift_warning:
+            warnings.append(drift_warning)
+    if queries_per_day is not None:
+        details["cost_projection"], cost_warn = cost_projection(base, cand, queries_per_day,
+                                                                DAYS_PER_MONTH)
+        warnings.extend(cost_warn)
+
+    est_names = [r.metric for r in rails if r.metric not in drift_metrics
+                 and not r.base_metric.startswith("psi_")]
+    ests: dict[str, DeltaEstimate] = {}
+    pairing = PairingInfo(paired=False, reason="no metrics to estimate")
+    if est_names:
+        ests, pairing = estimate_deltas(
+            base, cand, est_names,
+            fallback_threshold=g.fallback_threshold if g is not None else _threshold(base),
+            seed=seed, n_boot=n_boot)
+    for r in rails:
+        if r.metric not in est_names:
+            ests[r.metric] = _drift_estimate(r.metric, drift_metrics)
+    details["pairing"] = pairing.to_dict()
+
+    tested = [r.metric for r in rails if (e := ests.get(r.metric)) is not None
+              and not e.inconclusive and e.ci_fn is not None and _finite(e.p_value)
+              and _finite(e.baseline) and _finite(e.candidate)]
+    p_adj, levels = holm_levels([float(ests[m].p_value) for m in tested], alpha)  # type: ignore[arg-type]
+    by_metric = {m: (lv, pa) for m, lv, pa in zip(tested, levels, p_adj, strict=True)}
+    rows = []
+    for r in rails:
+        level, pa = by_metric.get(r.metric, (None, None))
+        rows.append(judge(r, ests.get(r.metric), _Ctx(gate, level, pa, g is None)))
+    missing = [row.metric for row in rows if row.verdict == "inconclusive"]
+    if missing and allow_missing:
+        warnings.append("--allow-missing: not judged (inconclusive): " + ", ".join(missing))
+    return Comparison(
+        baseline=RunSummary.of(baseline), candidate=RunSummary.of(candidate), metrics=rows,
+        warnings=warnings, gate=gate, alpha=alpha, allow_missing=allow_missing,
+        guardrails_name=g.name if g is not None else None,
+        guardrails_hash=g.hash if g is not None else None, details=details)
+
+
+def _threshold(rec: RunRecord) -> float:
+    thr = rec.details.get("fallback_threshold", rec.config.get("fallback_threshold", 0.5))
+    try:
+        return float(thr)
+    except (TypeError, ValueError):
+        return 0.5
+
+
+def _drift_estimate(metric: str, drift_metrics: Mapping[str, float]) -> DeltaEstimate:
+    """Drift metrics (``psi_*``) describe the candidate's eval set against the baseline's:
+    a single value, judged on its bounds only."""
+    v = drift_metrics.get(metric)
+    if v is None:
+        return DeltaEstimate(None, None, None, inconclusive=True,
+                             reason="no drift value (needs per-example tables on both runs)")
+    return DeltaEstimate(0.0, float(v), float(v), test="psi", reason="drift index")
+
+
+# -- extras: changed examples, drift, cost projection -----------------------------------------
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    item = getattr(v, "item", None)
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (ValueError, TypeError):
+            pass
+    return str(v)
+
+
+def changed_examples(base: pd.DataFrame, cand: pd.DataFrame,
+                     limit: int = MAX_CHANGED_EXAMPLES) -> list[dict[str, Any]]:
+    """The first ``limit`` examples (baseline order) whose correctness differs between runs."""
+    need = {"example_id", "correct"}
+    if not need <= set(base.columns) or not need <= set(cand.columns):
+        return []
+    cols_b = [c for c in ("example_id", "label", "prediction", "correct", "slice",
+                          *TEXT_COLUMNS) if c in base.columns]
+    cols_c = [c for c in ("example_id", "prediction", "correct") if c in cand.columns]
+    b = base[cols_b].drop_duplicates("example_id")
+    c = cand[cols_c].drop_duplicates("example_id")
+    m = b.merge(c, on="example_id", how="inner", suffixes=("_b", "_c"), sort=False)
+    changed = m[m["correct_b"].astype(bool) != m["correct_c"].astype(bool)].head(limit)
+    out = []
+    for rec in changed.to_dict(orient="records"):
+        row = {"example_id": _jsonable(rec["example_id"]),
+               "label": _jsonable(rec.get("label")),
+               "baseline_prediction": _jsonable(rec.get("prediction_b")),
+               "candidate_prediction": _jsonable(rec.get("prediction_c")),
+               "baseline_correct": bool(rec["correct_b"]),
+               "candidate_correct": bool(rec["correct_c"]),
+               "slice": _jsonable(rec.get("slice"))}
+        for t in TEXT_COLUMNS:
+            if t in rec and rec[t] is not None:
+                text = str(rec[t])
+                row[t] = text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "…"
+        out.append(row)
+    return out
+
+
+def drift(base: pd.DataFrame, cand: pd.DataFrame, reference: pd.DataFrame | None,
+          ) -> tuple[dict[str, Any] | None, dict[str, float], str | None]:
+    """``aipm_tracking.drift.drift_report`` when that module exists: (details, psi_* metrics,
+    warning)."""
+    try:
+        from .drift import drift_report  # type: ignore[attr-defined]
+    except ImportError:
+        return None, {}, None
+    rep = drift_report(base, cand, reference)
+    d = rep.to_dict() if hasattr(rep, "to_dict") else rep
+    if not isinstance(d, dict):
+        return None, {}, None
+    raw: Any = getattr(rep, "metrics", None)
+    if not isinstance(raw, Mapping):
+        raw = d.get("metrics") if isinstance(d.get("metrics"), Mapping) else d
+    psi = {str(k): float(v) for k, v in raw.items()
+           if str(k).startswith("psi_") and isinstance(v, (int, float)) and _finite(float(v))}
+    return d, psi, None
+
+
+def cost_projection(base: RunRecord, cand: RunRecord, queries_per_day: float,
+                    days: int = DAYS_PER_MONTH) -> tuple[dict[str, Any], list[str]]:
+    """Daily and monthly serving cost of each run at ``queries_per_day``, and the delta."""
+    out: dict[str, Any] = {"queries_per_day": queries_per_day, "days_per_month": days}
+    warns = []
+    for side, rec in (("baseline", base), ("candidate", cand)):
+        cpq = rec.metric("cost_per_query_usd")
+        if not _finite(cpq):
+            out[side] = None
+            warns.append(f"cost projection: the {side} has no cost_per_query_usd")
+            continue
+        assert cpq is not None
+        daily = cpq * queries_per_day
+        out[side] = {"cost_per_query_usd": cpq, "daily_usd": daily, "monthly_usd": daily * days}
+    if out["baseline"] and out["candidate"]:
+        dd = out["candidate"]["daily_usd"] - out["baseline"]["daily_usd"]
+        out["delta"] = {"daily_usd": dd, "monthly_usd": dd * days}
+    else:
+        out["delta"] = None
+    return out, warns
