@@ -1,0 +1,487 @@
+"""The embedded store: SQLite for runs, metrics and series, Parquet for per-example tables.
+
+A built-in plugin registered through ``aipm_register_backends`` like any other (scheme
+``local``). The store lives in ``options.store``, ``$AIPM_STORE`` or ``./.aipm``::
+
+    aipm.db                    SQLite (WAL): runs, metrics, history, tags, schema_migrations
+    examples/<run_id>.parquet  one per-example table per run that has one
+
+It is created on the first write, never by a read. Writes are atomic from a reader's view:
+the Parquet file is written to a temporary name and moved into place under the database's
+write lock, inside the one transaction that inserts the run; if that transaction fails the
+file is removed, so a reader sees a run complete or not at all. Run ids are checked against
+:data:`~aipm_tracking.refs.RUN_ID_RE` before they reach a path or a query, and every query
+is parameterised. Importing this module is cheap: pandas and pyarrow load on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError, RunNotFoundError, StoreError, UsageError
+from ..hookspecs import hookimpl
+from ..redact import redact_config
+from ..refs import validate_run_id
+from ..schema import RUN_STATUSES, MetricPoint, RunRecord, utc_now
+from . import local_db
+from .base import BackendOptions, BaseBackend
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import pyarrow as pa
+
+SCHEME = "local"
+#: (key, value, step, timestamp) types sqlite3 binds as they are
+_PLAIN_POINT = {(str, v, int, t) for v in (float, int, type(None)) for t in (float, int)}
+DB_NAME = "aipm.db"
+EXAMPLES_DIR = "examples"
+
+
+@hookimpl
+def aipm_register_backends(register: Callable[[str, Any], None]) -> None:
+    """Register the embedded store under the ``local`` scheme."""
+    register(SCHEME, LocalBackend)
+
+
+def new_run_id() -> str:
+    """A fresh id: compact UTC timestamp + 12 random hex digits (sortable, RUN_ID_RE-valid)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
+
+
+def _created_ts(created_at: str | None) -> float:
+    """Sort key for ``created_at`` (ISO-8601); unparsable text sorts as 'now'."""
+    if created_at:
+        try:
+            dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return dt.timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """A JSON-safe copy: numpy scalars/arrays -> Python, NaN/inf -> None; else DataError."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return _jsonable(tolist(), where)
+    raise DataError(f"run record key '{where}' holds a {type(value).__name__}, "
+                    f"which cannot be stored as JSON")
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _as_step(step: Any) -> int:
+    """An integer step (numpy ints and integral floats accepted)."""
+    try:
+        return operator.index(step)
+    except TypeError:
+        f = float(step)
+        if not f.is_integer():
+            raise ValueError(f"step must be an integer, got {step!r}") from None
+        return int(f)
+
+
+def _to_arrow(df: Any) -> pa.Table:
+    """Per-example DataFrame -> Arrow table, or a DataError naming the offending column."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"per-example table must be a pandas DataFrame, got {type(df).__name__}")
+    names = list(df.columns)
+    bad = [c for c in names if not isinstance(c, str)]
+    if bad:
+        raise DataError(f"per-example table column names must be strings, got {bad[0]!r}")
+    dups = sorted({c for c in names if names.count(c) > 1})
+    if dups:
+        raise DataError(f"per-example table has duplicate column '{dups[0]}'")
+    try:
+        return pa.Table.from_pandas(df, preserve_index=None)
+    except (pa.ArrowException, TypeError, ValueError) as e:
+        for col in names:
+            try:
+                pa.array(df[col], from_pandas=True)
+            except (pa.ArrowException, TypeError, ValueError) as ce:
+                kinds = sorted({type(v).__name__ for v in df[col].dropna()})
+                raise DataError(f"per-example table column '{col}' cannot be stored as "
+                                f"Parquet (value types {', '.join(kinds)}): {ce}") from None
+        raise DataError(f"per-example table cannot be stored as Parquet: {e}") from None
+
+
+class LocalBackend(BaseBackend):
+    """The embedded store (see the module docstring). Safe to share between threads."""
+
+    scheme = SCHEME
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        options = options or BackendOptions()
+        raw = options.store or os.environ.get("AIPM_STORE") or ".aipm"
+        self.root = Path(raw).expanduser().absolute()
+        self.db_path = self.root / DB_NAME
+        self.examples_dir = self.root / EXAMPLES_DIR
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._inherited: list[sqlite3.Connection] = []  # a forked parent's; never touched
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.root)!r})"
+
+    # -- plumbing --------------------------------------------------------------------
+    def _db(self, create: bool) -> sqlite3.Connection | None:
+        """The process's connection; None when the store has no database and not ``create``."""
+        with self._lock:
+            if self._conn is not None:
+                if self._pid == os.getpid():
+                    return self._conn
+                self._inherited.append(self._conn)  # closing it in a child could hurt the parent
+                self._conn = None
+            if not create and not self.db_path.is_file():
+                return None
+            if create:
+                try:
+                    self.examples_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot write the aipm store at {self.root}: "
+                                     f"{e.strerror or e}") from None
+            self._conn = local_db.connect(self.db_path)
+            self._pid = os.getpid()
+            return self._conn
+
+    def close(self) -> None:
+        """Close this process's connection (reopened on next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LocalBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run_id_of(self, locator: str) -> str:
+        """``local:ID`` or ``ID`` -> validated ID (before any path or query)."""
+        if isinstance(locator, str) and locator.startswith(f"{SCHEME}:"):
+            locator = locator[len(SCHEME) + 1:]
+        return validate_run_id(locator)
+
+    def examples_path(self, run_id: str) -> Path:
+        """Where a run's per-example table lives (the id is validated first)."""
+        validate_run_id(run_id)
+        path = self.examples_dir / f"{run_id}.parquet"
+        if path.parent != self.examples_dir:  # pragma: no cover - RUN_ID_RE forbids it
+            raise StoreError(f"run id {run_id!r} escapes the store")
+        return path
+
+    def _not_found(self, run_id: str) -> RunNotFoundError:
+        return RunNotFoundError(f"no run '{run_id}' in store {self.root}")
+
+    def _sql_error(self, e: sqlite3.Error) -> StoreError:
+        return local_db.store_error(e, self.db_path)
+
+    @staticmethod
+    def _exists(conn: sqlite3.Connection, run_id: str) -> bool:
+        return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    # -- writing runs ----------------------------------------------------------------
+    def _prepare(self, record: RunRecord, status: str) -> dict[str, Any]:
+        """Validate a record and build its JSON dict (no side effects)."""
+        if not isinstance(record, RunRecord):
+            raise UsageError(f"expected a RunRecord, got {type(record).__name__}")
+        if record.run_id:
+            validate_run_id(record.run_id)
+        if status not in RUN_STATUSES:
+            raise UsageError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
+        rec = dataclasses.replace(record, config=redact_config(dict(record.config)),
+                                  status=status, examples=None)
+        d = _jsonable(rec.to_dict(), "record")
+        d["has_examples"] = record.examples is not None
+        return d
+
+    def _write_tmp(self, table: pa.Table) -> Path:
+        import pyarrow.parquet as pq
+
+        tmp = self.examples_dir / f".tmp-{secrets.token_hex(8)}.parquet"
+        try:
+            pq.write_table(table, tmp)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise StoreError(f"cannot write the aipm store at {self.root}: "
+                                 f"{e.strerror or e}") from None
+            raise
+        return tmp
+
+    def _insert(self, conn: sqlite3.Connection, d: dict[str, Any], record: RunRecord) -> None:
+        """Insert/replace a run's rows (inside the caller's transaction)."""
+        run_id = d["run_id"]
+        model = d["model"]
+        conn.execute(
+            "INSERT OR REPLACE INTO runs (run_id, name, model_name, model_version, dataset, "
+            "created_at, created_ts, finished_at, status, guardrails_hash, record, has_examples) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, d["name"], model["name"], model["version"], json.dumps(d["dataset"]),
+             d["created_at"], _created_ts(d["created_at"]), d["finished_at"], d["status"],
+             d["guardrails_hash"], json.dumps(d, allow_nan=False), int(d["has_examples"])))
+        conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+        conn.executemany(
+            "INSERT INTO metrics (run_id, name, value, ci_lo, ci_hi, n) VALUES (?, ?, ?, ?, ?, ?)",
+            [(run_id, str(k), _finite(mv.value),
+              _finite(mv.ci[0]) if mv.ci else None, _finite(mv.ci[1]) if mv.ci else None,
+              int(mv.n) if mv.n is not None else None) for k, mv in record.metrics.items()])
+        conn.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
+        conn.executemany("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)",
+                         [(run_id, str(k), str(v)) for k, v in record.tags.items()])
+
+    def _store(self, record: RunRecord, status: str, *, existing: str | None = None) -> str:
+        """Write a run atomically; ``existing`` replaces that run (keeping id and created_at)."""
+        d = self._prepare(record, status)
+        # a bad table fails here, before anything touches the store
+        table = _to_arrow(record.examples) if record.examples is not None else None
+        conn = self._db(create=True)
+        assert conn is not None
+        tmp = self._write_tmp(table) if table is not None else None
+        final: Path | None = None  # our file in place, to remove if the transaction fails
+        backup: tuple[Path, Path] | None = None  # (saved copy, its place): restored on failure
+        try:
+            with self._lock, local_db.transaction(conn):
+                if existing is not None:
+                    row = conn.execute("SELECT record FROM runs WHERE run_id = ?",
+                                       (existing,)).fetchone()
+                    if row is None:
+                        raise self._not_found(existing)
+                    old = json.loads(row[0])
+                    run_id = existing
+                    d["created_at"] = old.get("created_at") or d["created_at"]
+                    if tmp is None:
+                        d["has_examples"] = bool(old.get("has_examples"))
+                else:
+                    run_id = record.run_id or new_run_id()
+                    while self._exists(conn, run_id):  # taken: the store picks a fresh id
+                        run_id = new_run_id()
+                d["run_id"], d["ref"] = run_id, f"{SCHEME}:{run_id}"
+                if tmp is not None:
+                    path = self.examples_path(run_id)
+                    if existing is not None and path.exists():
+                        backup = (path.with_name(f".bak-{secrets.token_hex(8)}.parquet"), path)
+                        os.replace(path, backup[0])
+                    os.replace(tmp, path)
+                    tmp, final = None, path
+                self._insert(conn, d, record)
+        except BaseException as e:
+            self._cleanup(tmp, final)
+            if backup is not None:
+                os.replace(*backup)
+            if isinstance(e, sqlite3.Error):
+                raise self._sql_error(e) from None
+            if isinstance(e, OSError):
+                raise StoreError(f"cannot write the aipm store at {self.root}: "
+                                 f"{e.strerror or e}") from None
+            raise
+        if backup is not None:
+            self._cleanup(backup[0])
+        return f"{SCHEME}:{run_id}"
+
+    @staticmethod
+    def _cleanup(*paths: Path | None) -> None:
+        for p in paths:
+            if p is not None:
+                p.unlink(missing_ok=True)
+
+    def write_run(self, record: RunRecord, target: str | None = None) -> str:
+        """Store a complete run (with its per-example table); return ``local:<id>``.
+
+        A valid ``record.run_id`` not yet in the store is kept; an empty or taken one gets
+        a fresh id (see :func:`new_run_id`); an invalid one is an InvalidReferenceError.
+        """
+        return self._store(record, record.status or "finished")
+
+    def start_run(self, record: RunRecord, target: str | None = None) -> str:
+        """Create a run in state ``running`` (for the Tracker); return its reference."""
+        rec = dataclasses.replace(record, finished_at=None)
+        return self._store(rec, "running")
+
+    def finish_run(self, ref: str, status: str = "finished",
+                   record: RunRecord | None = None) -> None:
+        """Mark a run ended; with ``record``, also replace its summary, details and tags."""
+        run_id = self._run_id_of(ref)
+        if status not in RUN_STATUSES:
+            raise UsageError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
+        if self._db(create=False) is None:
+            raise self._not_found(run_id)
+        if record is None:
+            record = self.read_run(run_id, with_examples=False)
+        rec = dataclasses.replace(record, run_id=run_id,
+                                  finished_at=record.finished_at or utc_now())
+        self._store(rec, status, existing=run_id)
+
+    # -- reading ---------------------------------------------------------------------
+    def _record(self, run_id: str, text: str) -> RunRecord:
+        try:
+            rec = RunRecord.from_json(text)
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"run '{run_id}' in {self.db_path} has an unreadable record: "
+                             f"{e}") from None
+        rec.run_id, rec.ref = run_id, f"{SCHEME}:{run_id}"
+        return rec
+
+    def read_examples(self, run_id: str) -> pd.DataFrame:
+        """A run's per-example table; DataError naming the file if missing or corrupt."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.examples_path(run_id)
+        try:
+            return pq.read_table(path).to_pandas()
+        except FileNotFoundError:
+            raise DataError(f"per-example table of run '{run_id}' is missing: {path}") from None
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise DataError(f"cannot read the per-example table {path}: {e}") from None
+
+    def read_run(self, locator: str, *, with_examples: bool = True) -> RunRecord:
+        """Load a run (``ID`` or ``local:ID``); RunNotFoundError if the store lacks it."""
+        run_id = self._run_id_of(locator)
+        conn = self._db(create=False)
+        if conn is None:
+            raise self._not_found(run_id)
+        try:
+            with self._lock:
+                row = conn.execute("SELECT record, has_examples FROM runs WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+        if row is None:
+            raise self._not_found(run_id)
+        rec = self._record(run_id, row[0])
+        if with_examples and row[1]:
+            rec.examples = self.read_examples(run_id)
+        return rec
+
+    def list_runs(self, target: str | None = None, *, filter: str | None = None,
+                  limit: int | None = None) -> Iterator[RunRecord]:
+        """Runs newest first, without per-example tables.
+
+        ``filter``: clauses ``FIELD OP VALUE`` joined by ``and``; fields ``metrics.NAME``,
+        ``tags.KEY``, ``model``, ``model_version``, ``name``, ``status``, ``dataset`` ...
+        (see :func:`~aipm_tracking.backends.local_db.compile_filter`). ``target`` is
+        ignored: the embedded store has a single namespace.
+        """
+        where, params = local_db.compile_filter(filter)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise UsageError(f"limit must be a non-negative integer, got {limit!r}")
+        conn = self._db(create=False)
+        if conn is None:
+            return iter(())
+        sql = (f"SELECT run_id, record FROM runs WHERE {where} "
+               "ORDER BY created_ts DESC, rowid DESC LIMIT ?")
+        try:
+            with self._lock:
+                rows = conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+        return iter([self._record(rid, text) for rid, text in rows])
+
+    # -- series ----------------------------------------------------------------------
+    def log_points(self, ref: str, points: Sequence[MetricPoint]) -> None:
+        """Append points in one transaction (one ``executemany``).
+
+        A point with the key, step and timestamp of a stored one replaces it (idempotent
+        replay). NaN values are stored as NULL and read back as NaN; numpy scalars are
+        converted; anything else that is not a number is a UsageError naming the point.
+        """
+        run_id = self._run_id_of(ref)
+        if not points:
+            return
+        conn = self._db(create=False)
+        if conn is None:
+            raise self._not_found(run_id)
+        sql = ("INSERT OR REPLACE INTO history (run_id, key, step, value, ts) "
+               "VALUES (?, ?, ?, ?, ?)")
+        # sqlite3 binds numpy scalars as BLOBs (buffer protocol): take the fast path only when
+        # every point has plain Python types (one C-speed pass), else convert point by point.
+        try:
+            plain = {(type(p[0]), type(p[1]), type(p[2]), type(p[3])) for p in points}
+        except (TypeError, IndexError, KeyError):
+            plain = set()
+        if plain and plain <= _PLAIN_POINT:
+            rows = [(run_id, p[0], p[2], p[1], p[3]) for p in points]
+        else:
+            rows = self._coerce_points(run_id, points)
+        try:
+            with self._lock, local_db.transaction(conn):
+                if not self._exists(conn, run_id):
+                    raise self._not_found(run_id)
+                conn.executemany(sql, rows)
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+
+    @staticmethod
+    def _coerce_points(run_id: str, points: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows = []
+        for i, p in enumerate(points):
+            try:
+                key, value, step, ts = p
+                if not isinstance(key, str) or not key:
+                    raise TypeError("key must be a non-empty string")
+                row = (run_id, key, _as_step(step), None if value is None else float(value),
+                       float(ts))
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"point {i} of run '{run_id}' is not "
+                                 f"(key, value, step, timestamp): {p!r} ({e})") from None
+            rows.append(row)
+        return rows
+
+    def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
+        """Logged points ordered by key, then step (then timestamp)."""
+        run_id = self._run_id_of(locator)
+        conn = self._db(create=False)
+        if conn is None:
+            raise self._not_found(run_id)
+        sql = "SELECT key, value, step, ts FROM history WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if keys is not None:
+            keys = [str(k) for k in keys]
+            if not keys:
+                return []
+            sql += f" AND key IN ({', '.join('?' * len(keys))})"
+            params += keys
+        sql += " ORDER BY key, step, ts"
+        nan = float("nan")
+        try:
+            with self._lock:
+                if not self._exists(conn, run_id):
+                    raise self._not_found(run_id)
+                rows = conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+        return [MetricPoint(k, nan if v is None else v, s, t) for k, v, s, t in rows]
