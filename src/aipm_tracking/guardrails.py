@@ -185,10 +185,7 @@ class _Lines:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-            line = f"{mark.line + 1}:" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"{file}:{line} malformed YAML: {problem}") from None
+            raise _yaml_error(e, file) from None
         if node is not None:
             out._walk(node, ())
         return out
@@ -217,6 +214,14 @@ class _Lines:
         line = self.line(path)
         where = f"{self.file}:{line}" if line is not None else self.file
         return ConfigError(f"{where}: {_dotted(path)}: {msg}" if path else f"{where}: {msg}")
+
+
+def _yaml_error(e: yaml.YAMLError, file: str) -> ConfigError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = f"{mark.line + 1}:" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    problem = " ".join(str(problem).split())
+    return ConfigError(f"{file}:{line} malformed YAML: {problem}")
 
 
 def _dotted(path: Path_) -> str:
@@ -423,8 +428,8 @@ def parse_guardrails(text: str, file: str = "<guardrails>", registry: MetricRegi
     lines = _Lines.of_text(text, file)
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:  # pragma: no cover - compose already parsed it
-        raise ConfigError(f"{file}: malformed YAML: {e}") from None
+    except yaml.YAMLError as e:  # e.g. a !!python tag the safe constructor refuses
+        raise _yaml_error(e, file) from None
     return _from_dict(raw, lines, _registry(registry), source=file)
 
 
