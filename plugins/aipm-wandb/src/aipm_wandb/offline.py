@@ -1,0 +1,215 @@
+"""Read a local W&B run directory (``wandb/offline-run-…`` or ``wandb/run-…``) from its files.
+
+Offline runs have no ``wandb-summary.json`` (wandb-core writes it only when syncing), so
+config, history, summary, alerts, files and table references come from the run's
+``.wandb`` transaction log, parsed as ``wandb.proto.wandb_internal_pb2.Record``; table
+contents come from the JSON files under ``files/media/table/``. A truncated or corrupt log
+yields every intact record before the damage plus an :class:`AipmWarning`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from aipm_tracking.errors import AipmWarning, DataError, RunNotFoundError
+
+from .leveldb import LogScan, read_records
+
+
+@dataclass
+class LocalRun:
+    """Everything read from one local run directory."""
+
+    run_dir: str
+    log_path: str
+    run_id: str = ""
+    entity: str = ""
+    project: str = ""
+    display_name: str = ""
+    tags: list[str] = field(default_factory=list)
+    job_type: str = ""
+    start_time: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    record_types: dict[str, int] = field(default_factory=dict)
+    exit_code: int | None = None
+    finished: bool = False
+    scan: LogScan | None = None
+
+    @property
+    def files_dir(self) -> str:
+        return os.path.join(self.run_dir, "files")
+
+    @property
+    def status(self) -> str:
+        if self.exit_code is None:
+            return "incomplete"
+        return "finished" if self.exit_code == 0 else "failed"
+
+
+def find_log(path: str) -> tuple[str, str]:
+    """``path`` (a run dir, its ``.wandb`` file or a ``wandb/`` dir with ``latest-run``)
+    -> ``(run_dir, log_path)``. ``RunNotFoundError`` when there is no ``.wandb`` file."""
+    p = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(p) and p.endswith(".wandb"):
+        return os.path.dirname(p), p
+    if os.path.isdir(p):
+        for cand in (p, os.path.join(p, "latest-run")):
+            logs = sorted(glob.glob(os.path.join(glob.escape(cand), "run-*.wandb")))
+            if logs:
+                return os.path.realpath(cand), os.path.realpath(logs[-1])
+    raise RunNotFoundError(f"no W&B run log (run-*.wandb) found at '{path}'")
+
+
+def is_local_run(path: str) -> bool:
+    try:
+        find_log(path)
+    except RunNotFoundError:
+        return False
+    return True
+
+
+def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:
+    for k in path[:-1]:
+        nxt = d.get(k)
+        if not isinstance(nxt, dict):
+            nxt = d[k] = {}
+        d = nxt
+    d[path[-1]] = value
+
+
+def _del_path(d: dict[str, Any], path: list[str]) -> None:
+    for k in path[:-1]:
+        d = d.get(k)  # type: ignore[assignment]
+        if not isinstance(d, dict):
+            return
+    d.pop(path[-1], None)
+
+
+def _item_path(item: Any) -> list[str]:
+    return list(item.nested_key) if len(item.nested_key) else [item.key]
+
+
+def _json(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        # wandb writes NaN/Infinity as bare words, which json.loads accepts; anything else
+        # is kept as text rather than dropped
+        return text
+
+
+def read_local_run(path: str) -> LocalRun:
+    """Parse the run directory at ``path``. Warns (AipmWarning) when the log is damaged."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    run_dir, log_path = find_log(path)
+    try:
+        with open(log_path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise DataError(f"cannot read W&B run log '{log_path}': {e.strerror}") from e
+    scan = LogScan(path=log_path)
+    out = LocalRun(run_dir=run_dir, log_path=log_path, scan=scan)
+    for payload in read_records(data, scan):
+        rec = pb.Record()  # type: ignore[attr-defined]
+        try:
+            rec.ParseFromString(payload)
+        except Exception:  # noqa: BLE001 - protobuf DecodeError: stop like a bad CRC
+            scan.problem = f"record {scan.records} is not a valid Record protobuf"
+            break
+        kind = rec.WhichOneof("record_type")
+        if kind is None:
+            continue
+        out.record_types[kind] = out.record_types.get(kind, 0) + 1
+        _apply(out, kind, getattr(rec, kind))
+    if scan.problem:
+        warnings.warn(
+            f"W&B run log '{log_path}' is damaged at byte {scan.offset} ({scan.problem}); "
+            f"read the {scan.records} intact record(s) before it", AipmWarning, stacklevel=2)
+    if not out.run_id:
+        base = os.path.basename(log_path)
+        out.run_id = base[len("run-"):-len(".wandb")]
+    return out
+
+
+def _apply(out: LocalRun, kind: str, r: Any) -> None:
+    if kind == "run":
+        out.run_id = r.run_id or out.run_id
+        out.entity, out.project = r.entity, r.project
+        out.display_name = r.display_name or out.display_name
+        out.tags = list(r.tags)
+        out.job_type = r.job_type
+        if r.HasField("start_time"):
+            out.start_time = r.start_time.seconds + r.start_time.nanos / 1e9
+        for item in r.config.update:
+            _set_path(out.config, _item_path(item), _json(item.value_json))
+        for item in r.summary.update:
+            _set_path(out.summary, _item_path(item), _json(item.value_json))
+    elif kind == "config":
+        for item in r.update:
+            _set_path(out.config, _item_path(item), _json(item.value_json))
+        for item in r.remove:
+            _del_path(out.config, _item_path(item))
+    elif kind == "summary":
+        for item in r.update:
+            _set_path(out.summary, _item_path(item), _json(item.value_json))
+        for item in r.remove:
+            _del_path(out.summary, _item_path(item))
+    elif kind == "history":
+        row: dict[str, Any] = {}
+        for item in r.item:
+            _set_path(row, _item_path(item), _json(item.value_json))
+        if "_step" not in row and r.HasField("step"):
+            row["_step"] = r.step.num
+        out.history.append(row)
+        for k, v in row.items():  # summary = last logged value unless set explicitly later
+            if not k.startswith("_"):
+                out.summary[k] = v
+    elif kind == "alert":
+        out.alerts.append({"title": r.title, "text": r.text, "level": r.level})
+    elif kind == "files":
+        out.files.extend(f.path for f in r.files)
+    elif kind == "artifact":
+        out.artifacts.append({"name": r.name, "type": r.type,
+                              "entries": [e.path for e in r.manifest.contents]})
+    elif kind == "exit":
+        out.exit_code = int(r.exit_code)
+    elif kind == "final":
+        out.finished = True
+
+
+def read_table_file(run_dir: str, ref: dict[str, Any]) -> Any:
+    """A ``{"_type": "table-file", "path": …}`` summary value -> DataFrame (from files/)."""
+
+    rel = str(ref.get("path") or "")
+    files_dir = os.path.realpath(os.path.join(run_dir, "files"))
+    full = os.path.realpath(os.path.join(files_dir, rel))
+    if not rel or not full.startswith(files_dir + os.sep):
+        raise DataError(f"table reference {rel!r} points outside the run's files/ directory")
+    try:
+        with open(full, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read W&B table file '{full}': {e}") from e
+    return table_json_to_frame(doc, full)
+
+
+def table_json_to_frame(doc: dict[str, Any], where: str) -> Any:
+    import pandas as pd
+
+    cols, data = doc.get("columns"), doc.get("data")
+    if not isinstance(cols, list) or not isinstance(data, list):
+        raise DataError(f"W&B table '{where}' has no 'columns'/'data' lists")
+    return pd.DataFrame(data, columns=[str(c) for c in cols])

@@ -1,0 +1,297 @@
+"""Writing to W&B with the real SDK: runs, review tables, plots, comparisons and alerts.
+
+``wandb.init`` respects ``WANDB_MODE`` (``offline`` writes a run directory that
+``wandb sync`` uploads later) unless ``BackendOptions.extra["mode"]`` says otherwise.
+Runs are created with ``reinit="create_new"`` so a user's own active run is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aipm_tracking.errors import BackendError, DataError
+
+from .convert import (
+    COMPARISON_JSON,
+    EXAMPLES_PARQUET,
+    RUN_JSON,
+    parse_project,
+    record_config,
+    record_json,
+    record_summary,
+    record_tags,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from aipm_tracking.schema import Comparison, RunRecord
+
+EXAMPLES_KEY = "aipm/examples"
+
+
+def _wandb() -> Any:
+    """The wandb module, typed loosely (its stubs are narrower than what it accepts)."""
+    import importlib
+
+    return importlib.import_module("wandb")
+
+
+def _settings(wandb: Any) -> Any:
+    return wandb.Settings(silent=True, console="off", save_code=False, disable_git=True,
+                          x_disable_stats=True, x_disable_meta=True,
+                          disable_job_creation=True)
+
+
+def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, Any],
+             tags: list[str], mode: str | None = None, run_dir: str | None = None) -> Any:
+    """Start a W&B run under ``ENTITY/PROJECT`` (``target``); BackendError on failure."""
+    wandb = _wandb()
+
+    entity, project = parse_project(target)
+    kw: dict[str, Any] = {}
+    if mode:
+        kw["mode"] = mode
+    if run_dir:
+        kw["dir"] = run_dir
+    try:
+        return wandb.init(entity=entity, project=project, name=name, job_type=job_type,
+                          config=config, tags=tags, reinit="create_new",
+                          settings=_settings(wandb), **kw)
+    except Exception as e:  # noqa: BLE001 - wandb raises many types (UsageError, CommError)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = ""
+        if "api_key" in msg.lower() or "login" in msg.lower():
+            hint = " (set WANDB_API_KEY, run `wandb login`, or set WANDB_MODE=offline)"
+        raise BackendError(f"W&B could not start a run in '{target}': {msg}{hint}") from None
+
+
+def is_offline(run: Any) -> bool:
+    mode = str(getattr(run.settings, "mode", "") or "")
+    return mode in ("offline", "dryrun") or bool(getattr(run, "offline", False))
+
+
+def run_ref(run: Any) -> str:
+    """``wandb:ENTITY/PROJECT/ID`` online; ``wandb:RUN_DIR`` (a readable local path) offline."""
+    if is_offline(run):
+        return "wandb:" + os.path.dirname(os.path.abspath(run.dir))
+    return f"wandb:{run.entity}/{run.project}/{run.id}"
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_file(run: Any, rel: str, data: bytes) -> None:
+    """Write ``data`` to ``run.dir/rel`` atomically and register it for upload now."""
+    path = os.path.join(run.dir, rel)
+    _atomic_write(path, data)
+    run.save(path, base_path=run.dir, policy="now")
+
+
+def _changed_column(examples: pd.DataFrame, baseline: pd.DataFrame | None) -> pd.DataFrame:
+    """Add ``baseline_correct``, ``changed_outcome`` and ``change`` (fixed/broken/same)."""
+    import numpy as np
+    import pandas as pd
+
+    if (baseline is None or "example_id" not in examples.columns
+            or "example_id" not in baseline.columns or "correct" not in examples.columns
+            or "correct" not in baseline.columns):
+        return examples
+    base = pd.Series(baseline["correct"].to_numpy(dtype=bool),
+                     index=baseline["example_id"].astype(str).to_numpy())
+    base = base[~base.index.duplicated(keep="first")]
+    key = examples["example_id"].astype(str)
+    b = key.map(base)
+    known = b.notna().to_numpy()
+    b_ok = b.fillna(False).to_numpy(dtype=bool)
+    c_ok = examples["correct"].to_numpy(dtype=bool)
+    change = np.where(~known, "not in baseline",
+                      np.where(b_ok == c_ok, "same", np.where(c_ok, "fixed", "broken")))
+    out = examples.copy()
+    out["baseline_correct"] = pd.array(np.where(known, b_ok, False), dtype="boolean")
+    out.loc[~known, "baseline_correct"] = pd.NA
+    out["changed_outcome"] = pd.array(known & (b_ok != c_ok), dtype="boolean")
+    out.loc[~known, "changed_outcome"] = pd.NA
+    out["change"] = change
+    return out
+
+
+def _table(wandb: Any, df: pd.DataFrame) -> Any:
+    import pandas as pd
+
+    clean = df.astype(object).where(pd.notna(df), None)
+    return wandb.Table(columns=[str(c) for c in df.columns], data=clean.values.tolist())
+
+
+def split_parts(n_rows: int, max_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``[(start, stop)]`` of at most ``max_rows`` rows covering all ``n_rows``."""
+    if max_rows <= 0:
+        raise ValueError("max_rows must be positive")
+    return [(i, min(i + max_rows, n_rows)) for i in range(0, n_rows, max_rows)] or [(0, 0)]
+
+
+def log_examples(run: Any, examples: pd.DataFrame, baseline: pd.DataFrame | None) -> int:
+    """Log the per-example table, split into parts of ``wandb.Table.MAX_ROWS``; return #parts.
+
+    One part: key ``aipm/examples``; several: ``aipm/examples_part001`` … (never truncated).
+    """
+    wandb = _wandb()
+
+    df = _changed_column(examples, baseline)
+    ranges = split_parts(len(df), int(wandb.Table.MAX_ROWS))
+    if len(ranges) == 1:
+        run.log({EXAMPLES_KEY: _table(wandb, df)}, commit=False)
+    else:
+        width = max(3, len(str(len(ranges))))
+        for i, (a, b) in enumerate(ranges, 1):
+            run.log({f"{EXAMPLES_KEY}_part{i:0{width}d}": _table(wandb, df.iloc[a:b])},
+                    commit=False)
+    run.summary["aipm/examples_rows"] = len(df)
+    run.summary["aipm/examples_parts"] = len(ranges)
+    return len(ranges)
+
+
+def guardrail_rows(details: Mapping[str, Any]) -> list[list[Any]]:
+    """Rows (metric, threshold, value, verdict) from ``details["guardrails"]`` if present."""
+    raw = details.get("guardrails") or details.get("guardrail_results") or []
+    rows = []
+    if isinstance(raw, list):
+        for g in raw:
+            if isinstance(g, dict) and "metric" in g:
+                value = g.get("value", g.get("candidate"))
+                rows.append([str(g["metric"]), str(g.get("threshold", "")),
+                             None if value is None else float(value), str(g.get("verdict", ""))])
+    return rows
+
+
+def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
+    """Summary, per-example table, guardrail table, confusion matrix, reliability diagram."""
+    wandb = _wandb()
+
+    details = record.details or {}
+    if record.examples is not None:
+        log_examples(run, record.examples, baseline)
+    rows = guardrail_rows(details)
+    if rows:
+        run.log({"aipm/guardrails": wandb.Table(
+            columns=["metric", "threshold", "value", "verdict"], data=rows)}, commit=False)
+    conf = details.get("confusion")
+    if isinstance(conf, dict) and conf.get("labels") and conf.get("matrix"):
+        labels = [str(x) for x in conf["labels"]]
+        matrix = conf["matrix"]
+        data = [[labels[i], labels[j], int(matrix[i][j])]
+                for i in range(len(labels)) for j in range(len(labels))]
+        # the table and Vega spec wandb.plot.confusion_matrix builds, from precomputed counts
+        run.log({"aipm/confusion_matrix": wandb.plot.plot_table(
+            "wandb/confusion_matrix/v1",
+            wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data),
+            {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+            {"title": "Confusion matrix"})}, commit=False)
+    rel = details.get("reliability")
+    if isinstance(rel, dict) and rel.get("count"):
+        acc, conf_b = rel.get("accuracy") or [], rel.get("confidence") or []
+        pts = [[i, conf_b[i], acc[i], int(rel["count"][i])]
+               for i in range(len(rel["count"]))
+               if i < len(acc) and i < len(conf_b) and acc[i] is not None
+               and conf_b[i] is not None]
+        if pts:
+            tbl = wandb.Table(columns=["bin", "confidence", "accuracy", "count"], data=pts)
+            run.log({"aipm/reliability": wandb.plot.line(
+                tbl, "confidence", "accuracy", title="Reliability diagram")}, commit=False)
+    run.log({}, commit=True)
+    for k, v in record_summary(record).items():
+        run.summary[k] = v
+
+
+def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
+    """Everything of ``record`` into the open ``run`` (files first: pull reads them)."""
+    doc = record_json(record)
+    doc["ref"] = run_ref(run)
+    doc["run_id"] = run.id
+    save_file(run, RUN_JSON, json.dumps(doc, allow_nan=False).encode())
+    if record.examples is not None:
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pa.Table.from_pandas(record.examples, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise DataError(f"per-example table cannot be stored as Parquet: {e}") from None
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        save_file(run, EXAMPLES_PARQUET, buf.getvalue())
+    log_review(run, record, baseline)
+
+
+def new_record_run(record: RunRecord, target: str | None, extra: Mapping[str, Any]) -> Any:
+    return init_run(target, name=record.name, job_type="aipm-eval",
+                    config=record_config(record), tags=record_tags(record),
+                    mode=extra.get("mode"), run_dir=extra.get("dir"))
+
+
+def comparison_rows(cmp: Comparison) -> list[list[Any]]:
+    return [[r.metric, r.slice, r.direction, r.baseline, r.candidate, r.delta, r.delta_rel,
+             None if r.ci is None else r.ci[0], None if r.ci is None else r.ci[1],
+             r.p_value, r.test, r.threshold, r.severity, r.verdict, r.reason]
+            for r in cmp.metrics]
+
+
+COMPARISON_COLUMNS = ["metric", "slice", "direction", "baseline", "candidate", "delta",
+                      "delta_rel", "ci_low", "ci_high", "p_value", "test", "threshold",
+                      "severity", "verdict", "reason"]
+
+
+def write_comparison(cmp: Comparison, target: str | None, extra: Mapping[str, Any]) -> str:
+    """A run holding the comparison table, the JSON and, when it blocks, a W&B alert."""
+    import math
+
+    wandb = _wandb()
+
+    b, c = cmp.baseline, cmp.candidate
+    name = f"compare {b.name} vs {c.name}"[:128]
+    config = {"aipm": {"schema": "aipm.comparison/1", "baseline": b.ref, "candidate": c.ref,
+                       "gate": cmp.gate, "alpha": cmp.alpha,
+                       "guardrails_name": cmp.guardrails_name,
+                       "guardrails_hash": cmp.guardrails_hash}}
+    run = init_run(target, name=name, job_type="aipm-compare", config=config,
+                   tags=["aipm", "aipm-compare"], mode=extra.get("mode"),
+                   run_dir=extra.get("dir"))
+    try:
+        ref = run_ref(run)
+        save_file(run, COMPARISON_JSON, cmp.to_json().encode())
+
+        def clean(v: Any) -> Any:
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        rows = [[clean(v) for v in row] for row in comparison_rows(cmp)]
+        run.log({"aipm/comparison": wandb.Table(columns=COMPARISON_COLUMNS, data=rows)})
+        run.summary["aipm/verdict"] = cmp.verdict
+        run.summary["aipm/exit_code"] = cmp.exit_code
+        if cmp.exit_code == 1:
+            blocking = [r for r in cmp.metrics if r.blocking]
+            lines = [f"{r.metric}{'[' + r.slice + ']' if r.slice else ''}: {r.verdict} "
+                     f"({r.baseline} -> {r.candidate}; {r.reason})" for r in blocking]
+            run.alert(title=f"aipm: {c.name} blocked against {b.name}"[:200],
+                      text="\n".join(lines)[:4000] or "a guardrail blocks",
+                      level=wandb.AlertLevel.ERROR)
+        run.finish(exit_code=0)
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    return ref

@@ -1,0 +1,262 @@
+"""A loopback stand-in for the W&B server: answers the GraphQL the installed wandb sends.
+
+wandb 0.31 routes ``wandb.Api`` through its Go sidecar (``wandb-core``), so the requests
+below come from a Go HTTP client. The server binds 127.0.0.1 on a free port, counts every
+request (``server.requests``) and can be told to answer the next N GraphQL requests with a
+429 (with ``Retry-After`` / ``RateLimit-Reset``) or a 500 (``server.fail_next``).
+Set ``AIPM_FAKE_WANDB_DEBUG=1`` to print queries it does not know.
+
+This is a mock of a remote service that cannot run here (the W&B server); everything on
+the client side (wandb SDK, wandb-core, our plugin) is the real code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_OP_RE = re.compile(r"\b(query|mutation)\s+([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass
+class FakeRun:
+    entity: str
+    project: str
+    run_id: str
+    display_name: str = ""
+    state: str = "finished"
+    config: dict[str, Any] = field(default_factory=dict)  # plain values
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # rows with _step
+    tags: list[str] = field(default_factory=list)
+    created_at: str = "2026-01-01T00:00:00"
+    files: dict[str, bytes] = field(default_factory=dict)  # name -> content
+
+    def node(self, full: bool = True) -> dict[str, Any]:
+        last = max((int(r.get("_step", i)) for i, r in enumerate(self.history)), default=-1)
+        keys = sorted({k for r in self.history for k in r})
+        n: dict[str, Any] = {
+            "id": f"id-{self.run_id}", "projectId": "1", "tags": self.tags,
+            "name": self.run_id, "displayName": self.display_name or self.run_id,
+            "sweepName": None, "state": self.state, "group": None, "jobType": None,
+            "commit": None, "readOnly": False, "createdAt": self.created_at,
+            "heartbeatAt": self.created_at, "description": None, "notes": None,
+            "historyLineCount": len(self.history),
+            "user": {"name": "tester", "username": "tester"},
+        }
+        if full:
+            n.update({
+                "config": json.dumps({k: {"value": v, "desc": None}
+                                      for k, v in self.config.items()}),
+                "systemMetrics": "{}",
+                "summaryMetrics": json.dumps(self.summary),
+                "historyKeys": {"lastStep": last,
+                                "keys": {k: {"typeCounts": [{"type": "number", "count": 1}]}
+                                         for k in keys}},
+            })
+        return n
+
+
+class FakeWandbServer:
+    """Serve runs over GraphQL on 127.0.0.1; count requests; inject 429/500 answers."""
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str, str], FakeRun] = {}
+        self.requests: list[dict[str, Any]] = []  # {"method", "path", "op", "status", "t"}
+        self.fail_queue: list[tuple[int, dict[str, str]]] = []
+        self.fail_ops: set[str] | None = None
+        self.unknown: list[str] = []
+        self.lock = threading.Lock()
+        self.debug = bool(os.environ.get("AIPM_FAKE_WANDB_DEBUG"))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    # -- control ---------------------------------------------------------------------
+    def start(self) -> FakeWandbServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add_run(self, run: FakeRun) -> FakeRun:
+        self.runs[(run.entity, run.project, run.run_id)] = run
+        return run
+
+    def fail_next(self, status: int, headers: dict[str, str] | None = None, count: int = 1,
+                  ops: set[str] | None = None) -> None:
+        """Answer the next ``count`` GraphQL requests (of ``ops`` if given) with ``status``."""
+        with self.lock:
+            self.fail_ops = ops
+            self.fail_queue.extend([(status, dict(headers or {}))] * count)
+
+    def graphql_ops(self) -> list[tuple[str, int]]:
+        return [(r["op"], r["status"]) for r in self.requests if r["path"] == "/graphql"]
+
+    # -- GraphQL ---------------------------------------------------------------------
+    def answer(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        m = _OP_RE.search(query)
+        op = m.group(2) if m else ""
+        if "viewer" in query and op in ("Viewer", "GetDefaultEntity", ""):
+            return {"data": {"viewer": {"id": "u1", "entity": "tester", "username": "tester",
+                                        "email": None, "flags": "{}",
+                                        "teams": {"edges": []}}}}
+        if op == "ServerInfo" or "serverInfo" in query:
+            return {"data": {"serverInfo": None}}
+        ent, proj = variables.get("entity"), variables.get("project")
+        if op in ("Run", "RunHistoryKeys", "RunState", "RunSampledHistory", "RunFullHistory"):
+            run = self.runs.get((ent, proj, variables.get("name")))
+            if run is None:
+                return {"data": {"project": {"run": None}}}
+            node = run.node()
+            if op == "RunSampledHistory":
+                node = {"sampledHistory": [self._sampled(run, variables)]}
+            elif op == "RunFullHistory":
+                node = {"history": [json.dumps(r) for r in run.history]}
+            return {"data": {"project": {"run": node}}}
+        if op == "Runs":
+            return self._runs_page(ent, proj, variables, full="RunFragment on Run" in query
+                                   and "Lightweight" not in query)
+        if op == "RunParquetHistory":
+            run = self.runs.get((ent, proj, variables.get("runName")))
+            if run is None:
+                return {"data": {"project": {"run": None}}}
+            return {"data": {"project": {"run": {"parquetHistory": {
+                "parquetUrls": [], "liveData": []}}}}}
+        if op == "HistoryPage":
+            run = self.runs.get((ent, proj, variables.get("run")))
+            if run is None:
+                return {"data": {"project": {"run": None}}}
+            lo, hi = int(variables["minStep"]), int(variables["maxStep"])
+            rows = [r for r in run.history if lo <= int(r["_step"]) < hi]
+            rows = rows[: int(variables.get("pageSize") or len(rows))]
+            return {"data": {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}}
+        if op in ("RunFiles", "RunFile") or "files(" in query:
+            return self._files(query, variables)
+        if self.debug:
+            print(f"[fake-wandb] unknown op {op!r}: {query[:2000]} vars={variables}",
+                  file=sys.stderr, flush=True)
+        self.unknown.append(op or query[:80])
+        return {"data": None, "errors": [{"message": f"fake server: unsupported {op}"}]}
+
+    def _sampled(self, run: FakeRun, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        spec = json.loads(variables["specs"][0])
+        keys = spec.get("keys") or []
+        return [{k: r[k] for k in keys if k in r} for r in run.history
+                if all(k in r for k in keys)]
+
+    def _runs_page(self, ent: str, proj: str, variables: dict[str, Any],
+                   full: bool) -> dict[str, Any]:
+        runs = sorted((r for (e, p, _), r in self.runs.items() if e == ent and p == proj),
+                      key=lambda r: r.created_at,
+                      reverse=str(variables.get("order") or "").startswith("-"))
+        per_page = int(variables.get("perPage") or 50)
+        cursor = variables.get("cursor")
+        start = int(cursor) if cursor else 0
+        page = runs[start:start + per_page]
+        end = start + len(page)
+        edges = [{"node": r.node(full=full), "cursor": str(start + i + 1)}
+                 for i, r in enumerate(page)]
+        return {"data": {"project": {
+            "internalId": "1", "runCount": len(runs), "readOnly": False,
+            "runs": {"edges": edges,
+                     "pageInfo": {"endCursor": str(end), "hasNextPage": end < len(runs)}}}}}
+
+    def _files(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        run = self.runs.get((variables.get("entity"), variables.get("project"),
+                             variables.get("name")))
+        if run is None:
+            return {"data": {"project": {"run": None}}}
+        names = variables.get("fileNames") or list(run.files)
+        edges = []
+        for i, name in enumerate(n for n in names if n in run.files):
+            content = run.files[name]
+            edges.append({"node": {
+                "id": f"file-{i}", "name": name, "url": f"{self.url}/files/{run.run_id}/{name}",
+                "directUrl": f"{self.url}/files/{run.run_id}/{name}",
+                "sizeBytes": len(content), "mimetype": "application/json",
+                "updatedAt": run.created_at, "md5": "", "digest": "",
+                "storagePath": None},
+                "cursor": str(i + 1)})
+        return {"data": {"project": {"run": {
+            "fileCount": len(edges), "id": f"id-{run.run_id}",
+            "files": {"edges": edges, "pageInfo": {"endCursor": str(len(edges)),
+                                                   "hasNextPage": False}}}}}}
+
+    # -- HTTP ------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
+                      ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                import time
+
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                if self.path != "/graphql":
+                    server.requests.append({"method": "POST", "path": self.path, "op": "",
+                                            "status": 200, "t": time.monotonic()})
+                    self._send(200, b"{}")
+                    return
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
+                query = body.get("query") or ""
+                m = _OP_RE.search(query)
+                op = m.group(2) if m else ""
+                fail: tuple[int, dict[str, str]] | None = None
+                with server.lock:
+                    if server.fail_queue and (server.fail_ops is None or op in server.fail_ops):
+                        fail = server.fail_queue.pop(0)
+                rec = {"method": "POST", "path": "/graphql", "op": op,
+                       "status": fail[0] if fail else 200, "t": time.monotonic()}
+                server.requests.append(rec)
+                if fail:
+                    self._send(fail[0], json.dumps({"errors": [{"message": "injected"}]})
+                               .encode(), fail[1])
+                    return
+                out = server.answer(query, body.get("variables") or {})
+                self._send(200, json.dumps(out).encode())
+
+            def do_GET(self) -> None:  # noqa: N802
+                import time
+
+                server.requests.append({"method": "GET", "path": self.path, "op": "",
+                                        "status": 200, "t": time.monotonic()})
+                parts = self.path.split("?")[0].split("/")
+                if len(parts) >= 4 and parts[1] == "files":
+                    run_id, name = parts[2], "/".join(parts[3:])
+                    for run in server.runs.values():
+                        if run.run_id == run_id and name in run.files:
+                            self._send(200, run.files[name], ctype="application/octet-stream")
+                            return
+                if server.debug:
+                    print(f"[fake-wandb] GET {self.path}", file=sys.stderr, flush=True)
+                self._send(404, b"not found", ctype="text/plain")
+
+        return Handler
