@@ -246,9 +246,15 @@ class LocalBackend(BaseBackend):
         run_id = d["run_id"]
         model = d["model"]
         conn.execute(
-            "INSERT OR REPLACE INTO runs (run_id, name, model_name, model_version, dataset, "
+            "INSERT INTO runs (run_id, name, model_name, model_version, dataset, "
             "created_at, created_ts, finished_at, status, guardrails_hash, record, has_examples) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET name = excluded.name, "  # never a DELETE:
+            "model_name = excluded.model_name, model_version = excluded.model_version, "
+            "dataset = excluded.dataset, created_at = excluded.created_at, "  # it would
+            "created_ts = excluded.created_ts, finished_at = excluded.finished_at, "  # cascade
+            "status = excluded.status, guardrails_hash = excluded.guardrails_hash, "
+            "record = excluded.record, has_examples = excluded.has_examples",
             (run_id, d["name"], model["name"], model["version"], json.dumps(d["dataset"]),
              d["created_at"], _created_ts(d["created_at"]), d["finished_at"], d["status"],
              d["guardrails_hash"], json.dumps(d, allow_nan=False), int(d["has_examples"])))
@@ -323,7 +329,7 @@ class LocalBackend(BaseBackend):
         A valid ``record.run_id`` not yet in the store is kept; an empty or taken one gets
         a fresh id (see :func:`new_run_id`); an invalid one is an InvalidReferenceError.
         """
-        return self._store(record, record.status or "finished")
+        return self._store(record, getattr(record, "status", None) or "finished")
 
     def start_run(self, record: RunRecord, target: str | None = None) -> str:
         """Create a run in state ``running`` (for the Tracker); return its reference."""
@@ -433,7 +439,7 @@ class LocalBackend(BaseBackend):
             plain = {(type(p[0]), type(p[1]), type(p[2]), type(p[3])) for p in points}
         except (TypeError, IndexError, KeyError):
             plain = set()
-        if plain and plain <= _PLAIN_POINT:
+        if plain and plain <= _PLAIN_POINT and "" not in {p[0] for p in points}:
             rows = [(run_id, p[0], p[2], p[1], p[3]) for p in points]
         else:
             rows = self._coerce_points(run_id, points)
