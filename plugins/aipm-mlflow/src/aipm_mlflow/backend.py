@@ -1,0 +1,562 @@
+"""The ``mlflow`` backend: push, pull, list and stream aipm runs through ``MlflowClient``.
+
+Layout of a run written by aipm (experiment = the push target):
+
+* tags ``aipm.schema``, ``aipm.status`` (``incomplete`` until the push is done, then
+  ``complete``), ``aipm.source_id`` (identifies the pushed record, so a retry finishes the
+  same run instead of creating another), ``aipm.model`` / ``aipm.model_version``,
+  ``aipm.guardrails_hash``, ``aipm.dataset``; the user's tags; ``mlflow.runName``;
+* params = the (redacted, flattened) config; metrics = the summary metrics at step 0, linked
+  to a LoggedModel and the dataset where MLflow has them;
+* artifacts ``aipm/run.json`` (the full RunRecord: pull is lossless), ``aipm/examples.parquet``
+  (the per-example table), ``aipm/details/*.json`` (reliability bins, confusion matrix ...),
+  ``aipm/examples_table.json`` (``log_table``, for the MLflow UI);
+* the dataset as an MLflow dataset input (``mlflow.data.from_pandas``) with its digest.
+
+Writes go through ``log_batch`` in chunks within MLflow's limits (:mod:`aipm_mlflow.keys`);
+every failure is one :class:`BackendError` line (:mod:`aipm_mlflow.connect`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aipm_tracking.backends.base import BackendOptions, BaseBackend
+from aipm_tracking.errors import AipmWarning, BackendError, DataError, RunNotFoundError
+from aipm_tracking.redact import redact_config
+from aipm_tracking.refs import validate_run_id
+from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
+
+from . import convert as cv
+from .connect import configure_http, extra, guard, resolve_endpoint
+from .keys import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    chunked,
+    flatten_config,
+    kv_batches,
+    to_mlflow_key,
+)
+
+DEFAULT_EXPERIMENT = "aipm"
+DEFAULT_COMPARISON_EXPERIMENT = "aipm-comparisons"
+UI_TABLE_MAX_ROWS = 100_000
+LIST_PAGE_SIZE = 1000
+_SAFE_SOURCE = re.compile(r"^[A-Za-z0-9_.:/@=+-]{1,200}$")
+_SAFE_ARTIFACT = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,300}$")
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, AipmWarning, stacklevel=3)
+
+
+class MlflowBackend(BaseBackend):
+    """aipm runs in an MLflow tracking store (SQLite, a tracking server, or any SQL store)."""
+
+    scheme = "mlflow"
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+        self.endpoint = resolve_endpoint(self.options)
+        configure_http(self.options)
+        with guard(self.endpoint, "connect"):
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.endpoint.uri)
+        self._keys: dict[str, str] = {}
+        self._experiments: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+    def _guard(self, op: str) -> Any:
+        return guard(self.endpoint, op)
+
+    def _run_id(self, locator: str) -> str:
+        loc = locator.strip()
+        for prefix in ("mlflow:", "runs:/"):
+            if loc.startswith(prefix):
+                loc = loc[len(prefix):]
+        loc = loc.strip("/")
+        return validate_run_id(loc, "MLflow run id")
+
+    def _key(self, name: str) -> str:
+        key = self._keys.get(name)
+        if key is None:
+            key = self._keys[name] = to_mlflow_key(name)
+        return key
+
+    def _experiment_id(self, name: str | None, *, create: bool = True) -> str:
+        """Id of the experiment ``name`` (created when absent and ``create``)."""
+        name = (name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT).strip()
+        if name in self._experiments:
+            return self._experiments[name]
+        with self._guard(f"get experiment '{name}'"):
+            exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            if not create:
+                raise RunNotFoundError(f"no MLflow experiment '{name}' at {self.endpoint.safe}")
+            location = None
+            db = self.endpoint.sqlite_path
+            if db:  # keep a SQLite store's artifacts beside its database, not in ./mlruns
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] or "experiment"
+                location = Path(os.path.abspath(db)).parent.joinpath(
+                    "mlartifacts", safe).as_uri()
+            try:
+                with self._guard(f"create experiment '{name}'"):
+                    exp_id = self.client.create_experiment(name, artifact_location=location)
+            except BackendError:
+                with self._guard(f"get experiment '{name}'"):  # created concurrently
+                    exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                raise BackendError(f"MLflow experiment '{name}' is deleted; restore it "
+                                   f"('mlflow experiments restore') or pick another name")
+            exp_id = exp.experiment_id
+        self._experiments[name] = str(exp_id)
+        return str(exp_id)
+
+    @staticmethod
+    def _source_id(record: RunRecord) -> str:
+        """What identifies a pushed record across retries (its source reference)."""
+        src = record.tags.get("aipm.source_ref") or record.ref or (
+            f"aipm:{record.run_id}" if record.run_id else "")
+        if not src:
+            body = record.to_json(sort_keys=True)
+            return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:32]
+        if not _SAFE_SOURCE.match(src):
+            return "sha256:" + hashlib.sha256(src.encode()).hexdigest()[:32]
+        return src
+
+    def _find_by_source(self, exp_id: str, source_id: str) -> Any | None:
+        flt = f"tags.`{cv.TAG_SOURCE}` = '{source_id}'"
+        with self._guard("search runs"):
+            runs = self.client.search_runs([exp_id], filter_string=flt, max_results=10,
+                                           order_by=["attributes.start_time DESC"])
+        for run in runs:
+            if run.data.tags.get(cv.TAG_STATUS) == "complete":
+                return run
+        return runs[0] if runs else None
+
+    def _log_batch(self, run_id: str, metrics: Sequence[Any] = (),
+                   params: Sequence[tuple[str, str]] = (),
+                   tags: Sequence[tuple[str, str]] = (), op: str = "log_batch") -> None:
+        from mlflow.entities import Param, RunTag
+
+        with self._guard(op):
+            self.client.log_batch(run_id, metrics=list(metrics),
+                                  params=[Param(k, v) for k, v in params],
+                                  tags=[RunTag(k, v) for k, v in tags], synchronous=True)
+
+    # -- run contents ----------------------------------------------------------------
+    def _record_tags(self, record: RunRecord, overflow: dict[str, str]) -> list[tuple[str, str]]:
+        tags: dict[str, str] = {}
+        for k, v in record.tags.items():
+            key = to_mlflow_key(str(k), "tag")
+            if len(str(v)) > MAX_TAG_VALUE_LENGTH:
+                overflow[f"tags/{key}.txt"] = str(v)
+                _warn(f"tag '{k}' is {len(str(v))} characters (MLflow allows "
+                      f"{MAX_TAG_VALUE_LENGTH}); stored as artifact aipm/tags/{key}.txt")
+                continue
+            tags[key] = str(v)
+        tags.update({
+            cv.TAG_SCHEMA: "aipm.run/1",
+            cv.TAG_MODEL: record.model.name,
+            cv.TAG_MODEL_VERSION: record.model.version,
+            cv.TAG_DATASET: json.dumps(record.dataset.to_dict()),
+            "mlflow.runName": record.name,
+        })
+        if record.run_id:
+            tags[cv.TAG_RUN_ID] = record.run_id
+        if record.guardrails_hash:
+            tags[cv.TAG_GUARDRAILS] = record.guardrails_hash
+        if record.examples is not None:
+            tags[cv.TAG_EXAMPLES] = cv.EXAMPLES_PARQUET
+        return list(tags.items())
+
+    def _params(self, config: dict[str, Any], overflow: dict[str, str]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for k, v in flatten_config(redact_config(config)).items():
+            key = to_mlflow_key(k, "config")
+            if len(v) > MAX_PARAM_VALUE_LENGTH:
+                overflow[f"params/{key}.txt"] = v
+                _warn(f"config value '{k}' is {len(v)} characters (MLflow params allow "
+                      f"{MAX_PARAM_VALUE_LENGTH}); stored whole as artifact aipm/params/{key}.txt"
+                      f" instead of a param")
+                continue
+            out.append((key, v))
+        return out
+
+    def _logged_model(self, exp_id: str, run_id: str, record: RunRecord,
+                      resumed: bool) -> str | None:
+        """A LoggedModel for the run's model (MLflow 3), reused when a push is retried."""
+        if not record.model.name or not hasattr(self.client, "create_logged_model"):
+            return None
+        if resumed:
+            with self._guard("search logged models"):
+                found = self.client.search_logged_models(
+                    experiment_ids=[exp_id], filter_string=f"source_run_id = '{run_id}'",
+                    max_results=1)
+            if found:
+                return str(found[0].model_id)
+        name = re.sub(r"[/:.%\"']", "-", record.model.name) or "model"
+        with self._guard("create logged model"):
+            lm = self.client.create_logged_model(
+                exp_id, name=name, source_run_id=run_id, model_type="aipm-eval",
+                tags={cv.TAG_MODEL: record.model.name,
+                      cv.TAG_MODEL_VERSION: record.model.version or ""})
+            self.client.finalize_logged_model(lm.model_id, "READY")
+        return str(lm.model_id)
+
+    def _dataset(self, run_id: str, record: RunRecord) -> tuple[str | None, str | None]:
+        """Log the eval set as an MLflow dataset input; return (name, digest) for metrics."""
+        if record.examples is None:
+            return None, None
+        from mlflow.data.pandas_dataset import from_pandas
+        from mlflow.entities import DatasetInput, InputTag
+
+        digest = record.dataset.digest[:36] if record.dataset.digest else None
+        name = record.dataset.name or "eval"
+        with self._guard("log dataset"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = from_pandas(record.examples, name=name, digest=digest)
+            entity = ds._to_mlflow_entity()
+            self.client.log_inputs(run_id, datasets=[DatasetInput(
+                entity, tags=[InputTag("mlflow.data.context", "eval")])])
+        return name, ds.digest
+
+    def _artifacts(self, run_id: str, record: RunRecord, overflow: dict[str, str],
+                   ref: str) -> None:
+        """run.json, examples.parquet, details/*.json (+ overflow values), one upload call."""
+        d = record.to_dict()
+        d["ref"] = ref
+        d["config"] = redact_config(record.config)
+        with tempfile.TemporaryDirectory(prefix="aipm-mlflow-") as tmp:
+            root = Path(tmp) / "aipm"
+            (root / "details").mkdir(parents=True)
+            (root / "run.json").write_text(json.dumps(d, allow_nan=False, default=str))
+            for key, value in record.details.items():
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key))
+                (root / "details" / f"{safe}.json").write_text(
+                    json.dumps(value, default=str))
+            for rel, text in overflow.items():
+                p = root / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+            if record.examples is not None:
+                try:
+                    record.examples.to_parquet(root / "examples.parquet", index=False)
+                except Exception as e:  # noqa: BLE001 - pyarrow's many type errors
+                    raise DataError(f"per-example table cannot be written as Parquet: {e}") from e
+            with self._guard("upload artifacts"):
+                self.client.log_artifacts(run_id, str(root), "aipm")
+        if record.examples is not None:
+            self._ui_table(run_id, record)
+
+    def _ui_table(self, run_id: str, record: RunRecord) -> None:
+        assert record.examples is not None
+        df = record.examples
+        cap = int(extra(self.options, "mlflow_ui_table_max_rows", UI_TABLE_MAX_ROWS))
+        if len(df) > cap:
+            _warn(f"MLflow UI table holds the first {cap} of {len(df)} examples "
+                  f"(all rows are in aipm/examples.parquet)")
+            df = df.head(cap)
+            self._log_batch(run_id, tags=[("aipm.ui_table_rows", f"{cap} of {len(record.examples)}")])
+        with self._guard("log_table"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.client.log_table(run_id, data=df, artifact_file="aipm/examples_table.json")
+
+    def _write_body(self, exp_id: str, run_id: str, record: RunRecord, resumed: bool) -> None:
+        overflow: dict[str, str] = {}
+        params = self._params(record.config, overflow)
+        tags = self._record_tags(record, overflow)
+        ts = cv.iso_to_ms(record.finished_at) or cv.iso_to_ms(record.created_at) \
+            or int(time.time() * 1000)
+        for ps, tg in kv_batches(params, tags):
+            self._log_batch(run_id, params=ps, tags=tg, op="log params/tags")
+        model_id = self._logged_model(exp_id, run_id, record, resumed)
+        ds_name, ds_digest = self._dataset(run_id, record)
+        from mlflow.entities import Metric
+
+        metrics = [Metric(self._key(k), float(mv.value), ts, 0, model_id=model_id,
+                          dataset_name=ds_name, dataset_digest=ds_digest)
+                   for k, mv in record.metrics.items()]
+        for chunk in chunked(metrics, MAX_METRICS_PER_BATCH):
+            self._log_batch(run_id, metrics=chunk, op="log metrics")
+        extra_tags = [(cv.TAG_RECORD, cv.RUN_JSON)]
+        if model_id:
+            extra_tags.append((cv.TAG_LOGGED_MODEL, model_id))
+        self._artifacts(run_id, record, overflow, f"{cv.SCHEME}:{run_id}")
+        self._log_batch(run_id, tags=extra_tags)
+
+    def _complete(self, run_id: str, record: RunRecord) -> None:
+        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
+        status = cv.TO_MLFLOW_STATUS.get(record.status)
+        if status:
+            end = cv.iso_to_ms(record.finished_at) or int(time.time() * 1000)
+            with self._guard("end run"):
+                self.client.set_terminated(run_id, status=status, end_time=end)
+
+    def _create_run(self, exp_id: str, record: RunRecord, source_id: str,
+                    status_tag: str, **more_tags: str) -> str:
+        tags = {cv.TAG_STATUS: status_tag, cv.TAG_SOURCE: source_id,
+                cv.TAG_SCHEMA: "aipm.run/1", **more_tags}
+        with self._guard("create run"):
+            run = self.client.create_run(exp_id, start_time=cv.iso_to_ms(record.created_at),
+                                         tags=tags, run_name=record.name or None)
+        return str(run.info.run_id)
+
+    # -- Backend protocol: whole runs ------------------------------------------------
+    def write_run(self, record: RunRecord, target: str | None = None) -> str:
+        """Push a run; a retry of an interrupted push finishes that run (no duplicate)."""
+        exp_id = self._experiment_id(target)
+        source_id = self._source_id(record)
+        existing = self._find_by_source(exp_id, source_id)
+        if existing is not None and existing.data.tags.get(cv.TAG_STATUS) == "complete":
+            return f"{cv.SCHEME}:{existing.info.run_id}"
+        resumed = existing is not None
+        run_id = existing.info.run_id if existing is not None else \
+            self._create_run(exp_id, record, source_id, "incomplete")
+        try:
+            self._write_body(exp_id, run_id, record, resumed)
+            self._complete(run_id, record)
+        except BackendError as e:
+            raise BackendError(f"{e} -- run mlflow:{run_id} is left tagged "
+                               f"aipm.status=incomplete; push again to finish it") from e
+        return f"{cv.SCHEME}:{run_id}"
+
+    def _get_run(self, run_id: str) -> Any:
+        with self._guard(f"get run {run_id}"):
+            return self.client.get_run(run_id)
+
+    def _download(self, run_id: str, path: str, dst: str) -> str:
+        with self._guard(f"download artifact {path}"):
+            return str(self.client.download_artifacts(run_id, path, dst_path=dst))
+
+    def _examples_path(self, run: Any) -> str | None:
+        tag = run.data.tags.get(cv.TAG_EXAMPLES) or extra(self.options, "examples_artifact")
+        if tag:
+            if not _SAFE_ARTIFACT.match(tag) or ".." in tag.split("/") or tag.startswith("/"):
+                raise DataError(f"artifact path {tag!r} (tag {cv.TAG_EXAMPLES}) is not allowed")
+            return str(tag)
+        with self._guard("list artifacts"):
+            names = {a.path for a in self.client.list_artifacts(run.info.run_id, "aipm")}
+        return cv.EXAMPLES_PARQUET if cv.EXAMPLES_PARQUET in names else None
+
+    def _read_examples(self, run_id: str, path: str, tmp: str) -> Any:
+        import pandas as pd
+
+        local = self._download(run_id, path, tmp)
+        low = path.lower()
+        try:
+            if low.endswith((".parquet", ".pq")):
+                return pd.read_parquet(local)
+            if low.endswith(".csv"):
+                return pd.read_csv(local)
+            if low.endswith((".jsonl", ".ndjson")):
+                return pd.read_json(local, lines=True)
+            if low.endswith(".json"):  # an MLflow table: {"columns": [...], "data": [...]}
+                with open(local, encoding="utf-8") as f:
+                    obj = json.load(f)
+                return pd.DataFrame(obj["data"], columns=obj["columns"])
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"per-example artifact '{path}' of MLflow run {run_id} "
+                            f"cannot be read: {e}") from e
+        raise DataError(f"per-example artifact '{path}': unknown format "
+                        f"(expected .parquet, .csv, .jsonl or an MLflow table .json)")
+
+    def read_run(self, locator: str, *, with_examples: bool = True) -> RunRecord:
+        """Pull a run: aipm runs from ``aipm/run.json``; other runs through ``metric_map``."""
+        run_id = self._run_id(locator)
+        run = self._get_run(run_id)
+        ref = f"{cv.SCHEME}:{run_id}"
+        with tempfile.TemporaryDirectory(prefix="aipm-mlflow-") as tmp:
+            rec: RunRecord | None = None
+            if run.data.tags.get(cv.TAG_RECORD) == cv.RUN_JSON:
+                local = self._download(run_id, cv.RUN_JSON, tmp)
+                try:
+                    rec = RunRecord.from_json(Path(local).read_text(encoding="utf-8"))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise DataError(f"{cv.RUN_JSON} of MLflow run {run_id} is unreadable: "
+                                    f"{e}") from e
+            if rec is None:
+                rec = cv.run_to_record(run, self.options.metric_map)
+            else:
+                rec.tags = {**rec.tags, "mlflow.experiment_id": str(run.info.experiment_id)}
+                if run.data.tags.get(cv.TAG_STATUS) == "incomplete":
+                    rec.status = "incomplete"
+            rec.run_id, rec.ref = run_id, ref
+            if with_examples:
+                path = self._examples_path(run)
+                if path:
+                    rec.examples = self._read_examples(run_id, path, tmp)
+        if rec.status == "incomplete":
+            _warn(f"MLflow run {run_id} is an unfinished aipm push (aipm.status=incomplete)")
+        return rec
+
+    def list_runs(self, target: str | None = None, *, filter: str | None = None,
+                  limit: int | None = None) -> Iterator[RunRecord]:
+        """Runs of experiment ``target`` (all experiments if None), newest first, paged."""
+        if target:
+            exp_ids = [self._experiment_id(target, create=False)]
+        else:
+            with self._guard("search experiments"):
+                exp_ids = [e.experiment_id for e in self.client.search_experiments()]
+        return self._iter_runs(exp_ids, filter or "", limit)
+
+    def _iter_runs(self, exp_ids: list[str], flt: str, limit: int | None) -> Iterator[RunRecord]:
+        progress = _Progress(enabled=not self.options.quiet)
+        token: str | None = None
+        n = 0
+        try:
+            while True:
+                page_size = LIST_PAGE_SIZE if limit is None else min(LIST_PAGE_SIZE, limit - n)
+                if page_size <= 0:
+                    return
+                with self._guard(f"search runs (filter {flt!r})" if flt else "search runs"):
+                    page = self.client.search_runs(
+                        exp_ids, filter_string=flt, max_results=page_size,
+                        order_by=["attributes.start_time DESC"], page_token=token)
+                for run in page:
+                    yield cv.run_to_record(run, self.options.metric_map)
+                    n += 1
+                progress.update(n)
+                token = page.token
+                if not token or not len(page):
+                    return
+        finally:
+            progress.close()
+
+    # -- streaming (the Tracker) -----------------------------------------------------
+    def start_run(self, record: RunRecord, target: str | None = None) -> str:
+        """Create a run for streaming (``aipm.status=running``); return ``mlflow:ID``."""
+        exp_id = self._experiment_id(target)
+        source_id = self._source_id(record)
+        existing = self._find_by_source(exp_id, source_id) if (
+            record.run_id or record.ref) else None
+        if existing is not None:
+            return f"{cv.SCHEME}:{existing.info.run_id}"
+        run_id = self._create_run(exp_id, record, source_id, "running",
+                                  **{"aipm.streaming": "1"})
+        overflow: dict[str, str] = {}
+        params = self._params(record.config, overflow)
+        tags = self._record_tags(record, overflow)
+        for ps, tg in kv_batches(params, tags):
+            self._log_batch(run_id, params=ps, tags=tg, op="log params/tags")
+        return f"{cv.SCHEME}:{run_id}"
+
+    def log_points(self, ref: str, points: Sequence[MetricPoint]) -> None:
+        """Write points with ``ceil(len / 1000)`` ``log_batch`` calls (MLflow's limit)."""
+        if not points:
+            return
+        from mlflow.entities import Metric
+
+        run_id = self._run_id(ref)
+        key = self._keys.get
+        metrics = []
+        for p in points:
+            k = key(p.key) or self._key(p.key)
+            metrics.append(Metric(k, float(p.value), int(p.timestamp * 1000), int(p.step)))
+        with self._guard("log points"):
+            for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH],
+                                      synchronous=True)
+
+    def finish_run(self, ref: str, status: str = "finished",
+                   record: RunRecord | None = None) -> None:
+        """End a streamed run; with ``record``, also store its summary, details and table."""
+        run_id = self._run_id(ref)
+        if record is not None:
+            run = self._get_run(run_id)
+            self._write_body(run.info.experiment_id, run_id, record, resumed=True)
+        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
+        with self._guard("end run"):
+            self.client.set_terminated(run_id, status=cv.TO_MLFLOW_STATUS.get(status, "FINISHED"))
+
+    def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
+        """Every logged point of the run's series (MLflow pages each key's history)."""
+        from .keys import from_mlflow_key
+
+        run_id = self._run_id(locator)
+        if keys is None:
+            run = self._get_run(run_id)
+            names = [from_mlflow_key(k) for k in run.data.metrics]
+        else:
+            names = list(keys)
+        out: list[MetricPoint] = []
+        for name in names:
+            with self._guard(f"get metric history '{name}'"):
+                hist = self.client.get_metric_history(run_id, self._key(name))
+            out.extend(MetricPoint(name, float(m.value), int(m.step), m.timestamp / 1000.0)
+                       for m in hist)
+        out.sort(key=lambda p: (p.step, p.key, p.timestamp))
+        return out
+
+    # -- comparisons -----------------------------------------------------------------
+    def write_comparison(self, comparison: Comparison, target: str | None = None) -> str:
+        """A small run holding the verdict (tags, counts) and ``aipm/comparison.json``."""
+        from mlflow.entities import Metric
+
+        exp_id = self._experiment_id(target or DEFAULT_COMPARISON_EXPERIMENT)
+        b, c = comparison.baseline, comparison.candidate
+        name = f"compare {b.name} -> {c.name}"
+        tags = {cv.TAG_STATUS: "incomplete", cv.TAG_KIND: "comparison",
+                "aipm.verdict": comparison.verdict, "aipm.gate": comparison.gate,
+                "aipm.baseline_ref": str(b.ref or b.name)[:MAX_TAG_VALUE_LENGTH],
+                "aipm.candidate_ref": str(c.ref or c.name)[:MAX_TAG_VALUE_LENGTH]}
+        if comparison.guardrails_hash:
+            tags[cv.TAG_GUARDRAILS] = comparison.guardrails_hash
+        with self._guard("create comparison run"):
+            run_id = str(self.client.create_run(exp_id, tags=tags, run_name=name).info.run_id)
+        now = int(time.time() * 1000)
+        counts: dict[str, int] = {}
+        for row in comparison.metrics:
+            counts[row.verdict] = counts.get(row.verdict, 0) + 1
+        metrics = [Metric("exit_code", float(comparison.exit_code), now, 0),
+                   Metric("n_blocking", float(sum(r.blocking for r in comparison.metrics)), now, 0)]
+        metrics += [Metric(f"n_{v}", float(n), now, 0) for v, n in sorted(counts.items())]
+        self._log_batch(run_id, metrics=metrics, op="log comparison metrics")
+        with self._guard("upload comparison"):
+            self.client.log_dict(run_id, comparison.to_dict(), "aipm/comparison.json")
+        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
+        with self._guard("end run"):
+            self.client.set_terminated(run_id, status="FINISHED")
+        return f"{cv.SCHEME}:{run_id}"
+
+
+class _Progress:
+    """A rich spinner + count on stderr while listing, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._p: Any = None
+        self._task: Any = None
+        if not (enabled and sys.stderr.isatty()):
+            return
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        self._p = Progress(SpinnerColumn(), TextColumn("listing MLflow runs: {task.completed}"),
+                           console=Console(stderr=True), transient=True)
+        self._task = self._p.add_task("list", total=None)
+        self._p.start()
+
+    def update(self, n: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=n)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
