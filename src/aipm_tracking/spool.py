@@ -1,0 +1,457 @@
+"""The Tracker's local spool: what it logged, on disk first, so a crash loses little.
+
+One spool per run, ``<spool_dir>/<spool_id>.spool``: an append-only file of records, one
+per line, each ``<crc32 as 8 hex digits> <compact JSON>\\n``. The CRC covers the JSON bytes,
+so a record torn by a kill (no newline, or a checksum that does not match) is detected and
+dropped on reading. Records::
+
+    {"t": "header", "v": 1, "spool_id", "backend": {"scheme", "target", "store",
+     "mlflow_uri"}, "record": RunRecord.to_dict(), "created": epoch}
+    {"t": "points", "p": [[key, value, step, timestamp], ...]}        # one per flush
+    {"t": "finish", "status": "finished", "record": RunRecord.to_dict()}
+
+Beside it, ``<spool_id>.state`` (JSON, replaced atomically) says how far the backend has
+acknowledged: ``{"ref", "acked", "inflight", "finished"}``. ``acked`` is the byte offset
+up to which every record is delivered; ``[acked, inflight)`` is a batch that was being sent
+when the writer died and may or may not have arrived: replay checks those points against
+the backend's ``read_history`` (where it has one) and sends only the missing ones, so a
+replay never duplicates a point on such a backend (at-least-once for the rest).
+
+The writer holds an exclusive ``flock`` on its spool while alive; :func:`replay_spool`
+skips a locked spool (a live Tracker delivers its own), so ``aipm sync`` can run any time.
+Nothing here imports a heavy module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import AipmWarning, StoreError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends.base import Backend, BackendOptions
+
+try:  # POSIX only; elsewhere spools are not locked (sync may then race a live Tracker)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+SPOOL_VERSION = 1
+SPOOL_SUFFIX = ".spool"
+STATE_SUFFIX = ".state"
+#: Points per ``log_points`` call when replaying a backlog.
+REPLAY_CHUNK = 5000
+
+
+def default_spool_dir(store: str | os.PathLike[str] | None = None) -> Path:
+    """``$AIPM_SPOOL_DIR``, else ``<store>/spool`` (store: argument, ``$AIPM_STORE``, ``./.aipm``)."""
+    env = os.environ.get("AIPM_SPOOL_DIR")
+    if env:
+        return Path(env)
+    base = store or os.environ.get("AIPM_STORE") or ".aipm"
+    return Path(base) / "spool"
+
+
+def encode_record(rec: dict[str, Any]) -> bytes:
+    """One framed record: ``b"%08x <json>\\n"`` (NaN/inf kept as JSON extensions)."""
+    payload = json.dumps(rec, separators=(",", ":")).encode("utf-8")
+    return b"%08x " % zlib.crc32(payload) + payload + b"\n"
+
+
+def _decode_line(line: bytes) -> dict[str, Any] | None:
+    """A framed line (with its newline) -> record, or None when its checksum fails."""
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    payload = line[9:-1]
+    try:
+        crc = int(line[:8], 16)
+    except ValueError:
+        return None
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        rec = json.loads(payload)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+# -- state ---------------------------------------------------------------------------------
+
+@dataclass
+class SpoolState:
+    """How far a spool is delivered (``<spool_id>.state``)."""
+
+    ref: str | None = None
+    acked: int = 0
+    inflight: int = 0
+    finished: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SPOOL_VERSION, "ref": self.ref, "acked": self.acked,
+                "inflight": self.inflight, "finished": self.finished}
+
+    @classmethod
+    def load(cls, path: Path) -> SpoolState:
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: unreadable spool state ({e})") from None
+        return cls(ref=d.get("ref"), acked=int(d.get("acked") or 0),
+                   inflight=int(d.get("inflight") or 0), finished=bool(d.get("finished")))
+
+    def save(self, path: Path) -> None:
+        """Atomic replace (temp file + ``os.replace``)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+# -- writer --------------------------------------------------------------------------------
+
+class SpoolWriter:
+    """Append-only writer of one run's spool; used by the Tracker's background thread only.
+
+    ``fsync_every_s`` bounds how long written records may sit in the OS cache (what a power
+    loss could cost; a killed process loses only what was not yet written).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], spool_id: str,
+                 header: dict[str, Any], *, fsync_every_s: float = 1.0) -> None:
+        from .refs import validate_run_id
+
+        validate_run_id(spool_id, "spool id")
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.dir}: cannot create spool directory ({e})") from None
+        self.path = self.dir / f"{spool_id}{SPOOL_SUFFIX}"
+        self.state_path = self.dir / f"{spool_id}{STATE_SUFFIX}"
+        self.fsync_every_s = fsync_every_s
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            raise StoreError(f"{self.path}: spool already exists") from None
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create spool ({e})") from None
+        if fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.offset = 0
+        self._dirty = False
+        self._last_fsync = time.monotonic()
+        self.append({"t": "header", "v": SPOOL_VERSION, "spool_id": spool_id,
+                     "created": time.time(), **header})
+        self.state = SpoolState(acked=self.offset, inflight=self.offset)
+        self.save_state()
+        self.sync(force=True)
+
+    def append(self, rec: dict[str, Any]) -> tuple[int, int]:
+        """Write one record; return its (start, end) byte offsets."""
+        data = encode_record(rec)
+        start = self.offset
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.offset = start + len(data)
+        self._dirty = True
+        return start, self.offset
+
+    def append_points(self, points: Sequence[Sequence[Any]]) -> tuple[int, int]:
+        """One ``points`` record for a flush: ``[(key, value, step, timestamp), ...]``."""
+        return self.append({"t": "points", "p": [list(p) for p in points]})
+
+    def sync(self, force: bool = False) -> None:
+        """fsync when ``fsync_every_s`` has passed since the last one (or ``force``)."""
+        if not self._dirty:
+            return
+        now = time.monotonic()
+        if force or now - self._last_fsync >= self.fsync_every_s:
+            os.fsync(self._fd)
+            self._dirty = False
+            self._last_fsync = now
+
+    def save_state(self) -> None:
+        self.state.save(self.state_path)
+
+    def close(self, *, remove: bool = False) -> None:
+        """fsync, release the lock; ``remove`` deletes spool and state (all delivered)."""
+        if self._fd < 0:
+            return
+        try:
+            self.sync(force=True)
+        finally:
+            os.close(self._fd)  # releases the flock
+            self._fd = -1
+        if remove:
+            for p in (self.path, self.state_path):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+
+
+# -- reader --------------------------------------------------------------------------------
+
+@dataclass
+class SpoolReader:
+    """Reads a spool's records; counts a torn tail and corrupted records instead of failing."""
+
+    path: Path
+    torn: bool = False  # the last record was cut short (dropped)
+    corrupt: int = 0  # complete lines whose checksum failed (dropped)
+    end: int = 0  # offset after the last good record read
+
+    def header(self) -> dict[str, Any]:
+        for _s, _e, rec in self.records(0):
+            if rec.get("t") == "header":
+                return rec
+            break
+        raise StoreError(f"{self.path}: not an aipm spool (no valid header record)")
+
+    def records(self, start: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Yield ``(start, end, record)`` from byte offset ``start`` on."""
+        self.torn, self.corrupt = False, 0
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            pos = start
+            self.end = start
+            for line in f:
+                end = pos + len(line)
+                if not line.endswith(b"\n"):
+                    self.torn = True  # a kill mid-write: dropped
+                    break
+                rec = _decode_line(line)
+                if rec is None:
+                    self.corrupt += 1
+                else:
+                    yield pos, end, rec
+                    self.end = end
+                pos = end
+
+
+def iter_points(records: Iterator[tuple[int, int, dict[str, Any]]]
+                ) -> Iterator[tuple[int, int, list[list[Any]]]]:
+    for s, e, rec in records:
+        if rec.get("t") == "points":
+            yield s, e, rec.get("p") or []
+
+
+# -- delivery (Tracker recovery and ``aipm sync``) ----------------------------------------
+
+def _locator(ref: str) -> str:
+    return ref.split(":", 1)[1] if ":" in ref else ref
+
+
+def _point_key(key: str, step: Any, ts: Any) -> tuple[str, int, int]:
+    return (str(key), int(step), int(round(float(ts) * 1000)))
+
+
+def _already_there(backend: Backend, ref: str) -> set[tuple[str, int, int]] | None:
+    """(key, step, ms) of points the backend holds (None when it cannot say)."""
+    try:
+        hist = backend.read_history(_locator(ref), None)
+    except Exception:  # noqa: BLE001 - no history: fall back to at-least-once
+        return None
+    return {_point_key(p.key, p.step, p.timestamp) for p in hist}
+
+
+def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
+                    save: Any = None, upto: int | None = None,
+                    chunk: int = REPLAY_CHUNK) -> int:
+    """Send every point record from ``state.acked`` (to ``upto``) to ``state.ref``.
+
+    Points in ``[acked, inflight)`` are checked against the backend's history first. The
+    state advances (and ``save(state)`` runs) after each acknowledged chunk. Returns the
+    number of points sent. Exceptions from the backend propagate (the caller retries).
+    """
+    from .schema import MetricPoint
+
+    assert state.ref is not None
+    reader = SpoolReader(path)
+    doubtful_end = state.inflight if state.inflight > state.acked else state.acked
+    batch: list[MetricPoint] = []
+    batch_end = state.acked
+    sent = 0
+    seen: set[tuple[str, int, int]] | None = None
+
+    def send() -> None:
+        nonlocal batch, sent
+        if batch:
+            state.inflight = batch_end
+            if save:
+                save(state)
+            backend.log_points(state.ref or "", batch)
+            sent += len(batch)
+        state.acked = state.inflight = batch_end
+        if save:
+            save(state)
+        batch = []
+
+    for s, e, pts in iter_points(reader.records(state.acked)):
+        if upto is not None and s >= upto:
+            break
+        if s < doubtful_end:
+            if seen is None:
+                seen = _already_there(backend, state.ref) or set()
+            pts = [p for p in pts if _point_key(p[0], p[2], p[3]) not in seen]
+        batch.extend(MetricPoint(str(k), float(v), int(st), float(ts)) for k, v, st, ts in pts)
+        batch_end = e
+        if len(batch) >= chunk:
+            send()
+    if upto is None:
+        batch_end = max(batch_end, reader.end)
+    send()
+    return sent
+
+
+@dataclass
+class SyncResult:
+    """What :func:`replay_spool` did with one spool."""
+
+    spool: str
+    ref: str | None = None
+    points: int = 0
+    status: str = ""  # "synced", "skipped", "failed", "empty"
+    reason: str = ""
+    torn: bool = False
+    corrupt: int = 0
+    run_status: str | None = None  # the status recorded with finish_run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spool": self.spool, "ref": self.ref, "points": self.points,
+                "status": self.status, "reason": self.reason, "torn": self.torn,
+                "corrupt": self.corrupt, "run_status": self.run_status}
+
+
+def _lock(path: Path) -> int | None:
+    """Open and lock a spool (non-blocking); None when a live writer holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    if fcntl is None:  # pragma: no cover
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def backend_for(header: dict[str, Any], options: BackendOptions | None = None) -> Backend:
+    """The backend a spool's header names; ``options`` fill what the header leaves out."""
+    from .backends.base import BackendOptions
+    from .plugins import get_backend
+
+    b = header.get("backend") or {}
+    scheme = b.get("scheme")
+    if not isinstance(scheme, str) or not scheme:
+        raise StoreError("spool header names no backend scheme")
+    opts = BackendOptions(store=b.get("store") or (options.store if options else None),
+                          mlflow_uri=b.get("mlflow_uri") or (options.mlflow_uri if options
+                                                             else None))
+    return get_backend(scheme, opts)
+
+
+def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None = None,
+                 backend: Backend | None = None, keep: bool = False) -> SyncResult:
+    """Deliver what a dead Tracker spooled: start the run if it never started, send the
+    unacknowledged points, record the final status (``killed`` when the Tracker never
+    finished). Idempotent: running it twice sends nothing the second time. A spool held
+    by a live Tracker is skipped. Delivered spools are deleted unless ``keep``.
+    """
+    from .schema import RunRecord
+
+    p = Path(path)
+    res = SyncResult(spool=str(p))
+    fd = _lock(p)
+    if fd is None:
+        res.status, res.reason = "skipped", "in use by a live Tracker"
+        return res
+    try:
+        state_path = p.with_suffix(STATE_SUFFIX)
+        state = SpoolState.load(state_path)
+        reader = SpoolReader(p)
+        header = reader.header()
+        res.ref = state.ref
+        if state.finished:
+            res.status, res.reason = "synced", "already delivered"
+        else:
+            finish: dict[str, Any] | None = None
+            for _s, _e, rec in reader.records(0):
+                if rec.get("t") == "finish":
+                    finish = rec
+            res.torn, res.corrupt = reader.torn, reader.corrupt
+            be = backend or backend_for(header, options)
+            if state.ref is None:
+                start_rec = RunRecord.from_dict(header["record"])
+                state.ref = be.start_run(start_rec, (header.get("backend") or {}).get("target"))
+                state.save(state_path)
+                res.ref = state.ref
+            res.points = deliver_backlog(p, state, be, save=lambda s: s.save(state_path))
+            if finish is not None:
+                status = str(finish.get("status") or "finished")
+                final = RunRecord.from_dict(finish["record"]) if finish.get("record") else None
+            else:
+                status, final = "killed", None
+            if final is not None:
+                final.ref = state.ref
+            be.finish_run(state.ref, status, final)
+            state.finished = True
+            state.save(state_path)
+            res.status, res.run_status = "synced", status
+    except Exception as e:  # noqa: BLE001 - one bad spool must not stop the others
+        res.status, res.reason = "failed", f"{type(e).__name__}: {e}"
+        return res
+    finally:
+        os.close(fd)
+    if not keep:
+        for q in (p, p.with_suffix(STATE_SUFFIX)):
+            try:
+                q.unlink()
+            except FileNotFoundError:
+                pass
+    return res
+
+
+def list_spools(directory: str | os.PathLike[str]) -> list[Path]:
+    d = Path(directory)
+    if not d.exists():
+        return []
+    if not d.is_dir():
+        raise UsageError(f"{d}: not a directory")
+    return sorted(d.glob(f"*{SPOOL_SUFFIX}"))
+
+
+def replay_all(directory: str | os.PathLike[str], *, options: BackendOptions | None = None,
+               keep: bool = False, exclude: Sequence[Path] = ()) -> list[SyncResult]:
+    """:func:`replay_spool` for every spool in ``directory`` (``exclude``: paths to skip)."""
+    out: list[SyncResult] = []
+    skip = {Path(x).resolve() for x in exclude}
+    for p in list_spools(directory):
+        if p.resolve() in skip:
+            continue
+        out.append(replay_spool(p, options=options, keep=keep))
+    return out
+
+
+def warn_results(results: Sequence[SyncResult]) -> None:
+    for r in results:
+        if r.status == "failed":
+            warnings.warn(f"could not replay spool {r.spool}: {r.reason} "
+                          f"(run 'aipm sync' later)", AipmWarning, stacklevel=3)
+
+
+__all__ = ["SpoolWriter", "SpoolReader", "SpoolState", "SyncResult", "default_spool_dir",
+           "deliver_backlog", "replay_spool", "replay_all", "encode_record"]

@@ -1,0 +1,616 @@
+"""The training-loop callback core: ``aipm.Tracker`` (DESIGN §7b).
+
+``tracker.log(step=i, loss=loss)`` appends one tuple to a deque and returns (about a
+microsecond): no lock, no I/O, no dataclass, and never a device synchronisation. A daemon
+thread turns the buffered rows into points every ``flush_every_s`` seconds (or
+``flush_every_n`` points), appends them to the run's spool (:mod:`aipm_tracking.spool`,
+fsync'd once per flush interval) and sends them with one ``backend.log_points`` call.
+
+Values: Python numbers and numpy scalars are stored as they are (converted by the thread);
+CPU torch tensors are read with ``.item()`` at once (no sync is involved); JAX arrays are
+kept and converted by the thread (JAX is never imported). CUDA tensors are detached and
+kept on the device; every ``readback_every`` values (or ``flush_every_s``) the training
+thread stacks them on the device, copies the stack without blocking into pinned host
+memory and records a CUDA event; the thread reads the values once the event has completed.
+Rows keep their order: a row whose device values are not read yet holds back the rows
+after it, so backends that need monotonic steps (W&B) get them. A CUDA tensor is captured
+by reference: one updated in place after ``log`` is read with its later value (pass
+``x.clone()`` for an accumulator).
+
+Backend down: points stay in the spool; the thread retries with exponential backoff (to
+60 s) while training goes on and replays the backlog when the backend answers. If the run
+cannot even be created at start (a remote backend unreachable), ``tracker.ref`` is ``None``
+until it can (``tracker.run_id`` is known at once and names the spool); a Tracker that
+never reached its backend leaves a spool that ``aipm sync`` (or the next Tracker using the
+same spool directory) delivers. The local backend is created synchronously: its ``ref``
+is always known at start, and a local store error is raised.
+
+Distributed: the rank comes from ``rank=``, an initialised ``torch.distributed`` or
+``$RANK``; only rank 0 writes unless ``all_ranks=True`` (then each rank writes its own run,
+named ``<run_name>-rank<r>``). On the other ranks every method is a cheap no-op and ``ref``
+is ``None``. :meth:`Tracker.merge_eval` gathers per-rank eval accumulators on rank 0.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import AipmError, AipmWarning, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backends.base import Backend, BackendOptions
+    from .guardrails import Guardrail, Guardrails
+    from .schema import EvalResult, MetricPoint, RunRecord
+    from .spool import SpoolWriter
+
+_time = time.time
+_PLAIN = frozenset((float, int, bool))
+_UNSET = object()  # an unread device value in a slot (a one-element list)
+_MAX_BACKOFF_S = 60.0
+
+
+def detect_rank(rank: int | None = None) -> int:
+    """``rank`` if given, else ``torch.distributed``'s (when initialised), else ``$RANK``."""
+    if rank is not None:
+        return int(rank)
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None:
+        try:
+            if dist.is_available() and dist.is_initialized():
+                return int(dist.get_rank())
+        except Exception:  # noqa: BLE001
+            pass
+    env = os.environ.get("RANK")
+    try:
+        return int(env) if env not in (None, "") else 0
+    except ValueError:
+        return 0
+
+
+class Tracker:
+    """Log a training run from any loop without slowing it; lose nothing on a crash.
+
+    Use it as a context manager (the final status is ``failed`` when the block raised)
+    or call :meth:`finish`. See the module docstring for the design.
+
+    :param to: ``"local"``, ``"mlflow:EXPERIMENT"``, ``"wandb:ENTITY/PROJECT"``, or any
+        scheme a plugin registers.
+    :param flush_every_s: flush (and fsync) interval; a SIGKILL loses at most this much.
+    :param flush_every_n: flush early once this many points are buffered.
+    :param readback_every: device values gathered before one device-to-host copy.
+    :param spool_dir: default ``$AIPM_SPOOL_DIR`` or ``<store>/spool``.
+    :param keep_spool: keep the spool files after a clean finish (default: deleted).
+    :param replay_on_start: deliver spools that dead Trackers left in ``spool_dir``.
+    :param finish_timeout_s: how long :meth:`finish` retries an unreachable backend.
+    """
+
+    def __init__(self, to: str = "local", run_name: str | None = None, *,
+                 model: str | None = None, model_version: str = "",
+                 guardrails: Any = None, flush_every_s: float = 1.0,
+                 flush_every_n: int = 5000, spool_dir: str | os.PathLike[str] | None = None,
+                 config: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+                 dataset: str | None = None, store: str | os.PathLike[str] | None = None,
+                 mlflow_uri: str | None = None, rank: int | None = None,
+                 all_ranks: bool = False, readback_every: int = 256,
+                 keep_spool: bool = False, replay_on_start: bool = True,
+                 finish_timeout_s: float = 5.0) -> None:
+        if flush_every_s <= 0 or flush_every_n < 1 or readback_every < 1:
+            raise UsageError("flush_every_s must be > 0, flush_every_n and readback_every >= 1")
+        self.rank = detect_rank(rank)
+        self.is_writer = self.rank == 0 or all_ranks
+        self.ref: str | None = None
+        self.run_id = uuid.uuid4().hex[:20]
+        self.last_eval: EvalResult | None = None
+        self.breaches: list[dict[str, Any]] = []
+        self._off = not self.is_writer
+        self._finished = False
+        self._step = 0
+        self._flush_s = float(flush_every_s)
+        self._flush_n = int(flush_every_n)
+        self._K = int(readback_every)
+        self._rows: deque[tuple[Any, float, dict[str, Any]]] = deque()
+        self._npts = 0
+        self._dev: list[tuple[Any, int, list[Any]]] = []  # (tensor, device index, slot)
+        self._dev_t0 = 0.0
+        self._readbacks: deque[tuple[Any, Any, list[list[Any]]]] = deque()
+        self._actions: deque[Callable[[], None]] = deque()
+        self._last: dict[str, float] = {}
+        self._breached: set[str] = set()
+        self.guardrails: Guardrails | None = None
+        self.spool_path: Path | None = None
+        if self._off:
+            return
+
+        from .api import load_guardrails
+        from .backends.base import BackendOptions
+        from .redact import redact_config
+        from .refs import parse_target
+        from .schema import DatasetInfo, ModelInfo, RunRecord
+        from .spool import SpoolWriter, default_spool_dir
+
+        self.guardrails = load_guardrails(guardrails)
+        self.scheme, self.target = parse_target(to)
+        store_abs = str(Path(store or os.environ.get("AIPM_STORE") or ".aipm").absolute())
+        self.options: BackendOptions = BackendOptions(store=store_abs, mlflow_uri=mlflow_uri)
+        name = run_name or f"{model or 'run'}-{self.run_id[:8]}"
+        if all_ranks and self.rank != 0:
+            name = f"{name}-rank{self.rank}"
+        cfg = redact_config(dict(config or {}))
+        tg = {str(k): str(v) for k, v in (tags or {}).items()}
+        if all_ranks:
+            tg["aipm.rank"] = str(self.rank)
+        self.record: RunRecord = RunRecord(
+            run_id=self.run_id, name=name, model=ModelInfo(model or name, str(model_version)),
+            dataset=DatasetInfo.parse(dataset), config=cfg, tags=tg,
+            guardrails_hash=getattr(self.guardrails, "hash", None) or None, status="running")
+
+        from .plugins import get_backend
+
+        self.backend: Backend = get_backend(self.scheme, self.options)  # unknown scheme: raise
+        header = {"backend": {"scheme": self.scheme, "target": self.target, "store": store_abs,
+                              "mlflow_uri": mlflow_uri},
+                  "record": self.record.to_dict()}
+        self._spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(store_abs)
+        self._spool: SpoolWriter = SpoolWriter(self._spool_dir, self.run_id, header,
+                                               fsync_every_s=self._flush_s)
+        self.spool_path = self._spool.path
+        self._failures = 0
+        self._retry_at = 0.0
+        self._outage_warned = False
+        self._finish_timeout = float(finish_timeout_s)
+        self._keep = keep_spool
+        try:
+            self._start_run()
+        except AipmError as e:
+            if self.scheme == "local" or isinstance(e, UsageError):
+                self._spool.close(remove=True)
+                raise
+            self._backend_failed(e, "creating the run")
+        except Exception as e:  # noqa: BLE001 - a remote SDK's own error: spool and retry
+            if self.scheme == "local":
+                self._spool.close(remove=True)
+                raise
+            self._backend_failed(e, "creating the run")
+        self._io_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._replay_on_start = replay_on_start
+        self._thread = threading.Thread(target=self._loop, name=f"aipm-tracker-{self.run_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+        atexit.register(self._atexit)
+
+    # -- the hot path --------------------------------------------------------------------
+    def log(self, step: int | None = None, **scalars: Any) -> None:
+        """Buffer scalars for ``step`` (default: one past the last step). Never blocks."""
+        if self._off:
+            return
+        now = _time()
+        if step is None:
+            step = self._step
+        self._step = step + 1
+        for v in scalars.values():
+            if type(v) not in _PLAIN:
+                scalars = self._convert(scalars)
+                break
+        self._rows.append((step, now, scalars))
+        self._npts += len(scalars)
+        if self._npts >= self._flush_n:
+            self._npts = 0
+            self._wake.set()
+        if self._dev and (len(self._dev) >= self._K or now - self._dev_t0 >= self._flush_s):
+            self._readback()
+
+    def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """:meth:`log` for keys that are not Python identifiers (``val/acc``)."""
+        self.log(step, **{str(k): v for k, v in metrics.items()})
+
+    def _convert(self, scalars: dict[str, Any]) -> dict[str, Any]:
+        """Slow path: tensors, numpy and JAX values (see the module docstring)."""
+        out: dict[str, Any] = {}
+        torch = sys.modules.get("torch")
+        np = sys.modules.get("numpy")
+        for k, v in scalars.items():
+            if type(v) in _PLAIN:
+                out[k] = v
+            elif torch is not None and isinstance(v, torch.Tensor):
+                v = v.detach()
+                if v.dim() != 0:
+                    if v.numel() != 1:
+                        raise UsageError(f"Tracker.log: '{k}' is a tensor of shape "
+                                         f"{tuple(v.shape)}; log scalars only")
+                    v = v.reshape(())
+                if v.is_cuda:
+                    slot = [_UNSET]
+                    if not self._dev:
+                        self._dev_t0 = _time()
+                    self._dev.append((v, v.get_device(), slot))
+                    out[k] = slot
+                elif v.device.type == "cpu":
+                    out[k] = v.item()
+                else:  # other accelerators: read by the background thread
+                    out[k] = v
+            elif np is not None and isinstance(v, np.generic):
+                out[k] = v  # immutable: converted by the thread
+            elif np is not None and isinstance(v, np.ndarray):
+                if v.size != 1:
+                    raise UsageError(f"Tracker.log: '{k}' is an array of shape {v.shape}; "
+                                     f"log scalars only")
+                out[k] = float(v.reshape(()))  # mutable: copied now
+            elif type(v).__module__.startswith(("jax", "jaxlib")):
+                out[k] = v  # immutable, maybe not computed yet: the thread waits for it
+            elif isinstance(v, (str, bytes)) or not hasattr(v, "__float__"):
+                raise UsageError(f"Tracker.log: '{k}' is a {type(v).__name__}, not a number")
+            else:
+                out[k] = float(v)
+        return out
+
+    def _readback(self) -> None:
+        """Gather pending device values: stack, non-blocking copy to pinned memory, event."""
+        items, self._dev = self._dev, []
+        if not items:
+            return
+        import torch
+
+        groups: dict[int, tuple[list[Any], list[list[Any]]]] = {}
+        for x, dev, slot in items:
+            g = groups.get(dev)
+            if g is None:
+                g = groups[dev] = ([], [])
+            g[0].append(x)
+            g[1].append(slot)
+        for dev, (xs, slots) in groups.items():
+            with torch.cuda.device(dev):
+                vals = torch.stack(xs).to(torch.float64)
+                host = torch.empty(len(xs), dtype=torch.float64, pin_memory=True)
+                host.copy_(vals, non_blocking=True)
+                ev = torch.cuda.Event()
+                ev.record()
+            self._readbacks.append((ev, host, slots))
+
+    # -- evaluation and guardrails --------------------------------------------------------
+    def log_eval(self, table: Any, step: int | None = None, *,
+                 fallback_threshold: float | None = None,
+                 column_map: Mapping[str, str] | None = None, prefix: str = "") -> EvalResult | None:
+        """Evaluate a per-example table, log its metrics, check the guardrails' bounds.
+
+        A ``min``/``max`` bound crossed by the metric warns at once (:class:`AipmWarning`
+        naming the guardrail) and sends the backend's alert where it has one. The last
+        eval's summary, details and per-example table are stored by :meth:`finish`.
+        Returns the :class:`EvalResult` (``None`` on ranks that do not write).
+        """
+        if self._off:
+            return None
+        from .api import _eval_kwargs, evaluate
+
+        res = evaluate(table, **_eval_kwargs(self.guardrails, fallback_threshold,
+                                             column_map, None))
+        self._record_eval(res, step, prefix)
+        return res
+
+    def _record_eval(self, res: EvalResult, step: int | None, prefix: str) -> None:
+        if step is None:
+            step = max(self._step - 1, 0)
+        self.last_eval = res
+        self.log_dict({f"{prefix}{k}": v for k, v in res.metrics.items()}, step=step)
+        self._check_guardrails(res.metrics, step)
+
+    def _check_guardrails(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.guardrails is None:
+            return
+        for g in self.guardrails.guardrails:
+            value = metrics.get(g.metric)
+            if value is None or not math.isfinite(value):
+                continue
+            bound = _breached_bound(g, value)
+            if bound is None:
+                self._breached.discard(g.metric)
+                continue
+            entry = {"metric": g.metric, "value": value, "bound": bound, "step": step,
+                     "guardrail": g.describe(), "severity": g.severity}
+            self.breaches.append(entry)
+            if g.metric in self._breached:
+                continue  # still breached: warned already
+            self._breached.add(g.metric)
+            title = f"aipm guardrail breached: {g.metric}"
+            text = (f"{g.metric} = {value:.6g} at step {step} breaches the guardrail "
+                    f"'{g.metric}: {g.describe()}' ({bound}; severity {g.severity}) "
+                    f"in run {self.ref or self.run_id}")
+            warnings.warn(text, AipmWarning, stacklevel=4)
+            alert = getattr(self.backend, "alert", None)
+            if callable(alert):
+                self._actions.append(_call(alert, title, text))
+                self._wake.set()
+
+    def merge_eval(self, accumulator: Any, step: int | None = None, *, group: Any = None,
+                   prefix: str = "") -> EvalResult | None:
+        """Merge every rank's eval accumulator into one result on rank 0, and log it there.
+
+        Collective: every rank calls it. Under an initialised ``torch.distributed`` the
+        accumulators' ``to_state()`` are gathered with ``all_gather_object``; otherwise the
+        local one is used alone. Returns the merged :class:`EvalResult` on rank 0 (the
+        writer), ``None`` elsewhere. With ``all_ranks=True`` every rank gets and logs it.
+        """
+        states = gather_states(accumulator.to_state(), group=group)
+        if self.rank != 0 and not (self.is_writer and not self._off):
+            return None
+        res = merge_states(type(accumulator), states)
+        if not self._off:
+            self._record_eval(res, step, prefix)
+        return res
+
+    # -- the background thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        if self._replay_on_start:
+            try:
+                from .spool import replay_all, warn_results
+
+                warn_results(replay_all(self._spool_dir, exclude=[self._spool.path]))
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"could not replay old spools in {self._spool_dir}: {e}",
+                              AipmWarning, stacklevel=2)
+        while True:
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            stop = self._stop
+            try:
+                with self._io_lock:
+                    self._flush_once(wait=False)
+            except Exception as e:  # noqa: BLE001 - the thread must survive anything
+                warnings.warn(f"aipm tracker: flush failed: {type(e).__name__}: {e}",
+                              AipmWarning, stacklevel=2)
+            if stop:
+                return
+
+    def _drain(self, wait: bool) -> list[MetricPoint]:
+        """Buffered rows (and completed device reads) -> points, in logging order."""
+        from .schema import MetricPoint
+
+        rbs = self._readbacks
+        while rbs:
+            ev, host, slots = rbs[0]
+            if wait:
+                ev.synchronize()
+            elif not ev.query():
+                break
+            rbs.popleft()
+            for slot, val in zip(slots, host.tolist(), strict=True):
+                slot[0] = val
+        out: list[MetricPoint] = []
+        rows = self._rows
+        last = self._last
+        while rows:
+            step, ts, d = rows[0]
+            pts = []
+            for k, v in d.items():
+                if type(v) is list:
+                    v = v[0]
+                    if v is _UNSET:
+                        break
+                try:
+                    fv = float(v)
+                except Exception as e:  # noqa: BLE001 - a bad value must not stop the rest
+                    warnings.warn(f"aipm tracker: dropped '{k}' at step {step}: {e}",
+                                  AipmWarning, stacklevel=2)
+                    continue
+                pts.append(MetricPoint(k, fv, int(step), ts))
+            else:
+                rows.popleft()
+                out.extend(pts)
+                for p in pts:
+                    last[p.key] = p.value
+                continue
+            break  # a device value of this row is not read yet: keep order
+        return out
+
+    def _flush_once(self, wait: bool) -> None:
+        """Drain, spool (fsync on the time bound), deliver. Called with ``_io_lock`` held."""
+        pts = self._drain(wait)
+        spool = self._spool
+        if pts:
+            start, end = spool.append_points(pts)
+        else:
+            start = end = spool.offset
+        spool.sync(force=wait)
+        while self._actions:
+            act = self._actions.popleft()
+            try:
+                act()
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"aipm tracker: backend alert failed: {e}", AipmWarning,
+                              stacklevel=2)
+        self._deliver(pts, start, end, force=wait)
+
+    def _deliver(self, pts: list[MetricPoint], start: int, end: int, force: bool = False) -> None:
+        if not force and time.monotonic() < self._retry_at:
+            return
+        spool, state = self._spool, self._spool.state
+        try:
+            if self.ref is None:
+                self._start_run()
+            assert self.ref is not None
+            if state.acked == start and start < end:
+                state.inflight = end
+                spool.save_state()
+                self.backend.log_points(self.ref, pts)
+                state.acked = state.inflight = end
+                spool.save_state()
+            elif state.acked < spool.offset:
+                from .spool import deliver_backlog
+
+                deliver_backlog(spool.path, state, self.backend,
+                                save=lambda _s: spool.save_state())
+        except Exception as e:  # noqa: BLE001 - retried with backoff; the spool keeps all
+            self._backend_failed(e, "sending points")
+            return
+        if self._failures and self._outage_warned:
+            warnings.warn(f"aipm tracker: backend '{self.scheme}' is back; backlog delivered",
+                          AipmWarning, stacklevel=2)
+        self._failures = 0
+        self._outage_warned = False
+        self._retry_at = 0.0
+
+    def _start_run(self) -> None:
+        ref = self.backend.start_run(self.record, self.target)
+        self.ref = self.record.ref = ref
+        self._spool.state.ref = ref
+        self._spool.save_state()
+
+    def _backend_failed(self, e: BaseException, what: str) -> None:
+        self._failures += 1
+        delay = min(_MAX_BACKOFF_S, 0.5 * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        if not self._outage_warned:
+            self._outage_warned = True
+            warnings.warn(f"aipm tracker: backend '{self.scheme}' failed {what} "
+                          f"({type(e).__name__}: {e}); training continues, points are spooled "
+                          f"in {self._spool.path} and retried", AipmWarning, stacklevel=3)
+
+    # -- ending ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Read back device values and deliver everything buffered now (blocks)."""
+        if self._off or self._finished:
+            return
+        self._readback()
+        with self._io_lock:
+            self._flush_once(wait=True)
+
+    def _final_record(self, status: str) -> RunRecord:
+        import dataclasses
+
+        from .schema import MetricValue, utc_now
+
+        metrics: dict[str, MetricValue] = {k: MetricValue(v) for k, v in self._last.items()}
+        details: dict[str, Any] = {}
+        examples = None
+        if self.last_eval is not None:
+            metrics.update(self.last_eval.metric_values())
+            details = dict(self.last_eval.details)
+            examples = self.last_eval.examples
+        if self.breaches:
+            details["guardrail_breaches"] = self.breaches[-200:]
+        return dataclasses.replace(self.record, metrics=metrics, details=details,
+                                   status=status, finished_at=utc_now(), ref=self.ref,
+                                   examples=examples)
+
+    def finish(self, status: str = "finished") -> None:
+        """Flush, wait for device copies, record the final status and the last eval."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._off:
+            return
+        atexit.unregister(self._atexit)
+        self._readback()
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=max(30.0, self._finish_timeout * 2))
+        with self._io_lock:
+            self._flush_once(wait=True)
+            record = self._final_record(status)
+            fin = self._spool.append({"t": "finish", "status": status,
+                                      "record": record.to_dict()})
+            self._spool.sync(force=True)
+            deadline = time.monotonic() + self._finish_timeout
+            err: BaseException | None = None
+            while True:
+                try:
+                    self._finish_backend(record, status, fin[0])
+                    err = None
+                    break
+                except Exception as e:  # noqa: BLE001
+                    err = e
+                    self._failures += 1
+                    pause = min(2.0, 0.25 * 2 ** (self._failures - 1))
+                    if time.monotonic() + pause > deadline:
+                        break
+                    time.sleep(pause)
+            if err is not None:
+                self._spool.close(remove=False)
+                warnings.warn(f"aipm tracker: backend '{self.scheme}' unavailable at finish "
+                              f"({type(err).__name__}: {err}); run 'aipm sync' to deliver "
+                              f"{self._spool.path}", AipmWarning, stacklevel=2)
+                return
+            self._spool.close(remove=not self._keep)
+
+    def _finish_backend(self, record: RunRecord, status: str, points_end: int) -> None:
+        from .spool import deliver_backlog
+
+        state = self._spool.state
+        if self.ref is None:
+            self._start_run()
+            record.ref = self.ref
+        assert self.ref is not None
+        if state.acked < points_end:
+            deliver_backlog(self._spool.path, state, self.backend, upto=points_end,
+                            save=lambda _s: self._spool.save_state())
+        self.backend.finish_run(self.ref, status, record)
+        state.finished = True
+        self._spool.save_state()
+
+    def _atexit(self) -> None:
+        try:
+            self.finish("finished")
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the spool keeps the rest
+            pass
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.finish("failed" if exc_type is not None else "finished")
+
+    def __repr__(self) -> str:
+        return (f"Tracker(ref={self.ref!r}, run_id={self.run_id!r}, rank={self.rank}, "
+                f"writer={self.is_writer})")
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    def run() -> None:
+        fn(*args)
+    return run
+
+
+def _breached_bound(g: Guardrail, value: float) -> str | None:
+    """'below min X' / 'above max X' when ``value`` crosses an absolute bound (ties pass)."""
+    if g.min is not None and value < g.min - 1e-9 * max(1.0, abs(g.min)):
+        return f"below min {g.min:g}"
+    if g.max is not None and value > g.max + 1e-9 * max(1.0, abs(g.max)):
+        return f"above max {g.max:g}"
+    return None
+
+
+# -- distributed eval ---------------------------------------------------------------------
+
+def gather_states(state: Any, group: Any = None) -> list[Any]:
+    """Every rank's accumulator state, in rank order (``[state]`` outside torch.distributed).
+
+    Uses ``torch.distributed.all_gather_object`` (pickle inside torch's own collective
+    between the job's ranks; states are plain JSON-able data).
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return [state]
+    out: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, state, group=group)
+    return out
+
+
+def merge_states(cls: Any, states: list[Any]) -> EvalResult:
+    """Rebuild each rank's accumulator from its state, merge them, return the result."""
+    accs = [cls.from_state(s) for s in states]
+    acc = accs[0]
+    for other in accs[1:]:
+        acc.merge(other)
+    return acc.result()  # type: ignore[no-any-return]
