@@ -96,8 +96,8 @@ def store_error(e: BaseException, db_path: Path) -> StoreError:
         why = "Permission denied" if not os.access(root, os.W_OK) else msg
         return StoreError(f"cannot write the aipm store at {root}: {why}")
     if "locked" in low or "busy" in low:
-        return StoreError(f"the aipm store {db_path} is busy: another process held it "
-                          f"locked for over {BUSY_TIMEOUT_S:.0f} s ({msg})")
+        return StoreError(f"the aipm store {db_path} is busy: locked by another process "
+                          f"(waited up to {BUSY_TIMEOUT_S:.0f} s: {msg})")
     return StoreError(f"aipm store {db_path}: {msg}")
 
 
