@@ -323,8 +323,7 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
                                                                 DAYS_PER_MONTH)
         warnings.extend(cost_warn)
 
-    est_names = [r.metric for r in rails if r.metric not in drift_metrics
-                 and not r.base_metric.startswith("psi_")]
+    est_names = [r.metric for r in rails if r.metric not in drift_metrics]
     ests: dict[str, DeltaEstimate] = {}
     pairing = PairingInfo(paired=False, reason="no metrics to estimate")
     if est_names:
@@ -333,8 +332,12 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
             fallback_threshold=g.fallback_threshold if g is not None else _threshold(base),
             seed=seed, n_boot=n_boot)
     for r in rails:
-        if r.metric not in est_names:
+        e = ests.get(r.metric)
+        if r.metric in drift_metrics:
             ests[r.metric] = _drift_estimate(r.metric, drift_metrics)
+        elif r.base_metric.startswith("psi_") and (
+                e is None or not (_finite(e.baseline) and _finite(e.candidate))):
+            ests[r.metric] = _drift_estimate(r.metric, {})
     details["pairing"] = pairing.to_dict()
 
     tested = [r.metric for r in rails if (e := ests.get(r.metric)) is not None

@@ -1,0 +1,458 @@
+"""The comparator (DESIGN §6): verdicts, gates, Holm, margins, ties, warnings, details."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from aipm_tracking.compare import (
+    _Ctx,
+    changed_examples,
+    compare_runs,
+    cost_projection,
+    holm_levels,
+    judge,
+)
+from aipm_tracking.errors import UsageError
+from aipm_tracking.estimate import DeltaEstimate
+from aipm_tracking.guardrails import Guardrail, Margin, parse_guardrails
+from aipm_tracking.metrics import default_registry
+from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord
+
+REG = default_registry()
+
+
+def rec(metrics: dict[str, float], name: str = "r", *, examples: pd.DataFrame | None = None,
+        guardrails_hash: str | None = None, dataset: DatasetInfo | None = None) -> RunRecord:
+    return RunRecord(run_id=name, name=name, model=ModelInfo("m", name),
+                     dataset=dataset or DatasetInfo("eval", "1"),
+                     metrics={k: MetricValue(v) for k, v in metrics.items()},
+                     guardrails_hash=guardrails_hash, ref=f"local:{name}", examples=examples,
+                     details={"fallback_threshold": 0.5, "who": name})
+
+
+def G(text: str):  # noqa: N802 - reads like a constructor
+    return parse_guardrails("version: 1\n" + text, "g.yaml", REG)
+
+
+def verdicts(cmp) -> dict[str, str]:
+    return {r.metric: r.verdict for r in cmp.metrics}
+
+
+def row(cmp, metric: str):
+    return next(r for r in cmp.metrics if r.metric == metric)
+
+
+# -- point estimates (summary-only runs) --------------------------------------------------------
+
+def test_pass_improved_regression_breach_point_only() -> None:
+    g = G("metrics:\n"
+          "  accuracy: {min: 0.8, max_regression: 0.01}\n"
+          "  latency_ms_p95: {max: 800, max_regression: '10%'}\n"
+          "  ece: {max: 0.05}\n"
+          "  fallback_rate: {max_regression: 0.02}\n")
+    base = rec({"accuracy": 0.90, "latency_ms_p95": 500, "ece": 0.03, "fallback_rate": 0.10})
+    cand = rec({"accuracy": 0.88, "latency_ms_p95": 540, "ece": 0.06, "fallback_rate": 0.05})
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "regression", "latency_ms_p95": "pass", "ece": "breach",
+                             "fallback_rate": "improved"}
+    acc = row(cmp, "accuracy")
+    assert acc.delta == pytest.approx(-0.02) and acc.delta_rel == pytest.approx(-0.02 / 0.9)
+    assert acc.test == "point" and acc.ci is None and acc.p_value is None
+    assert "point estimates only" in acc.reason and "worse by 0.02" in acc.reason
+    assert acc.threshold == "min 0.8 · max_regression 0.01"
+    assert "above max 0.05" in row(cmp, "ece").reason
+    assert cmp.exit_code == 1 and cmp.verdict == "fail"
+    assert cmp.guardrails_hash == g.hash
+    d = cmp.to_dict()
+    assert d["verdict"] == "fail" and d["exit_code"] == 1
+    assert set(d["metrics"][0]) >= {"metric", "direction", "baseline", "candidate", "delta",
+                                    "delta_rel", "ci", "p_value", "test", "severity", "verdict",
+                                    "reason"}
+    assert cmp.details["baseline_details"]["who"] == "r"
+
+
+def test_relative_margin_is_relative_to_abs_baseline() -> None:
+    g = G("metrics:\n  latency_ms_p95: {max_regression: '10%'}\n")
+    base = rec({"latency_ms_p95": 500})
+    assert verdicts(compare_runs(base, rec({"latency_ms_p95": 550}), g, gate="point")) == {
+        "latency_ms_p95": "pass"}  # exactly 10 %: a tie passes
+    cmp = compare_runs(base, rec({"latency_ms_p95": 551}), g, gate="point")
+    assert verdicts(cmp) == {"latency_ms_p95": "regression"}
+    assert "allowed 50 = 10% of |500|" in cmp.metrics[0].reason
+    # negative baseline for a higher-is-better metric: the margin uses |baseline|
+    g2 = G("metrics:\n  csat: {max_regression: '10%'}\n")
+    assert verdicts(compare_runs(rec({"csat": -2.0}), rec({"csat": -2.19}), g2)) == {"csat": "pass"}
+    assert verdicts(compare_runs(rec({"csat": -2.0}), rec({"csat": -2.21}), g2)) == {
+        "csat": "regression"}
+
+
+def test_zero_baseline_with_relative_margin_allows_no_worsening() -> None:
+    g = G("metrics:\n  override_rate: {max_regression: '50%'}\n")
+    cmp = compare_runs(rec({"override_rate": 0.0}), rec({"override_rate": 0.001}), g)
+    r = cmp.metrics[0]
+    assert r.verdict == "regression" and r.delta_rel is None
+    assert "baseline is 0: a relative margin allows no worsening" in r.reason
+    same = compare_runs(rec({"override_rate": 0.0}), rec({"override_rate": 0.0}), g)
+    assert same.metrics[0].verdict == "pass"
+
+
+def test_ties_pass_with_epsilon() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.85, max_regression: 0.05}\n  ece: {max: 0.15}\n")
+    cand = rec({"accuracy": 0.8 + 0.05, "ece": 0.1 + 0.05})  # 0.8500000000000001, 0.15000000000000002
+    base = rec({"accuracy": 0.9, "ece": 0.1})
+    assert 0.8 + 0.05 != 0.85
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "pass", "ece": "pass"}
+    cmp = compare_runs(rec({"accuracy": 0.85 + 0.05, "ece": 0.1}),
+                       rec({"accuracy": 0.85, "ece": 0.1}), g)
+    assert verdicts(cmp)["accuracy"] == "pass"  # worsening exactly the margin
+    cmp = compare_runs(base, rec({"accuracy": 0.8499, "ece": 0.1501}), g)
+    assert verdicts(cmp) == {"accuracy": "breach", "ece": "breach"}
+
+
+def test_severity_warn_never_blocks() -> None:
+    g = G("metrics:\n  override_rate: {max: 0.05, severity: warn}\n"
+          "  accuracy: {max_regression: 0, severity: warn}\n")
+    cmp = compare_runs(rec({"override_rate": 0.01, "accuracy": 0.9}),
+                       rec({"override_rate": 0.09, "accuracy": 0.8}), g)
+    assert verdicts(cmp) == {"override_rate": "warn", "accuracy": "warn"}
+    assert row(cmp, "override_rate").reason.startswith("severity warn: 0.09 is above max 0.05")
+    assert cmp.exit_code == 0 and cmp.verdict == "pass"
+
+
+def test_missing_metric_is_inconclusive_exit_3_and_allow_missing() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.8}\n  override_rate: {max: 0.1}\n  ece: {max: 0.1}\n")
+    base = rec({"accuracy": 0.9, "override_rate": 0.02})
+    cand = rec({"accuracy": 0.9, "ece": 0.02})
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "pass", "override_rate": "inconclusive",
+                             "ece": "inconclusive"}
+    assert row(cmp, "override_rate").reason == "metric missing on the candidate"
+    assert row(cmp, "ece").reason == "metric missing on the baseline"
+    assert cmp.exit_code == 3 and cmp.verdict == "inconclusive"
+    allowed = compare_runs(base, cand, g, allow_missing=True)
+    assert verdicts(allowed) == verdicts(cmp)  # the rows stay inconclusive
+    assert allowed.exit_code == 0
+    assert any("override_rate, ece" in w and "allow-missing" in w for w in allowed.warnings)
+    # a blocking row still fails with --allow-missing
+    worse = compare_runs(base, rec({"accuracy": 0.7}), g, allow_missing=True)
+    assert worse.exit_code == 1
+
+
+def test_nan_metric_counts_as_missing() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.8}\n")
+    cmp = compare_runs(rec({"accuracy": 0.9}), rec({"accuracy": math.nan}), g)
+    assert verdicts(cmp) == {"accuracy": "inconclusive"} and cmp.exit_code == 3
+    assert cmp.to_dict()["metrics"][0]["candidate"] is None
+
+
+def test_estimator_inconclusive_row() -> None:
+    rail = Guardrail("accuracy", "higher", max_regression=Margin(0.01))
+    est = DeltaEstimate(0.9, 0.8, -0.1, inconclusive=True, reason="only 12 examples matched")
+    r = judge(rail, est, _Ctx("confirmed", None, None, False))
+    assert r.verdict == "inconclusive" and "only 12 examples matched" in r.reason
+
+
+def test_without_guardrails_rows_are_informative_and_missing_is_skipped() -> None:
+    base = rec({"accuracy": 0.9, "latency_ms_p95": 500, "n_examples": 100, "only_here": 1.0,
+                "ece": 0.05})
+    cand = rec({"accuracy": 0.8, "latency_ms_p95": 400, "n_examples": 100, "ece": 0.05,
+                "mystery": 3.0})
+    cmp = compare_runs(base, cand, None, registry=REG)
+    assert verdicts(cmp) == {"accuracy": "warn", "ece": "pass", "latency_ms_p95": "improved"}
+    assert all(r.severity == "warn" for r in cmp.metrics)
+    assert cmp.exit_code == 0 and cmp.guardrails_hash is None
+
+
+def test_unknown_gate_and_bad_queries_per_day() -> None:
+    with pytest.raises(UsageError, match="unknown gate"):
+        compare_runs(rec({}), rec({}), None, gate="lenient", registry=REG)
+    with pytest.raises(UsageError, match="queries-per-day"):
+        compare_runs(rec({}), rec({}), None, registry=REG, queries_per_day=-5)
+
+
+# -- gates with intervals ---------------------------------------------------------------------
+
+def normal_estimate(b: float, c: float, se: float, n: int = 1000) -> DeltaEstimate:
+    """A delta with a normal interval of standard error ``se`` (independent of our stats code)."""
+    d = c - b
+    p = float(2 * sps.norm.sf(abs(d) / se))
+
+    def ci(level: float) -> tuple[float, float]:
+        z = float(sps.norm.ppf(0.5 + level / 2))
+        return d - z * se, d + z * se
+
+    return DeltaEstimate(b, c, d, p_value=p, test="normal", n=n, ci_fn=ci)
+
+
+RAIL = Guardrail("accuracy", "higher", max_regression=Margin(0.01))
+
+
+@pytest.mark.parametrize("c, se, gate, expected", [
+    # clearly worse than the margin, tight interval: every gate blocks
+    (0.85, 0.005, "confirmed", "regression"),
+    (0.85, 0.005, "point", "regression"),
+    (0.85, 0.005, "strict", "regression"),
+    # worse than the margin by point, but the interval reaches back inside it
+    (0.885, 0.01, "confirmed", "warn"),
+    (0.885, 0.01, "point", "regression"),
+    (0.885, 0.01, "strict", "regression"),
+    # within the margin by point, wide interval: only strict blocks (non-inferiority not shown)
+    (0.895, 0.02, "confirmed", "pass"),
+    (0.895, 0.02, "point", "pass"),
+    (0.895, 0.02, "strict", "regression"),
+    # within the margin, tight interval: non-inferiority shown
+    (0.899, 0.001, "strict", "pass"),
+    # better, interval wholly above zero: improved; better but unsure: pass (point: improved)
+    (0.95, 0.01, "confirmed", "improved"),
+    (0.905, 0.01, "confirmed", "pass"),
+    (0.905, 0.01, "point", "improved"),
+    (0.905, 0.01, "strict", "regression"),
+    (0.905, 0.002, "strict", "improved"),
+])
+def test_gates(c: float, se: float, gate: str, expected: str) -> None:
+    r = judge(RAIL, normal_estimate(0.9, c, se), _Ctx(gate, 0.95, None, False))
+    assert r.verdict == expected, r.reason
+    if gate != "point":
+        assert r.ci is not None
+    if expected == "warn":
+        assert r.reason.startswith("not significant (p=")
+    if gate == "strict" and expected == "regression" and c > 0.89:
+        assert "non-inferiority not shown" in r.reason
+
+
+def test_lower_is_better_direction_with_interval() -> None:
+    rail = Guardrail("latency_ms_p95", "lower", max_regression=Margin(0.1, relative=True))
+    est = normal_estimate(500.0, 600.0, 10.0)
+    assert judge(rail, est, _Ctx("confirmed", 0.95, None, False)).verdict == "regression"
+    est = normal_estimate(500.0, 560.0, 10.0)  # +60 > 50 allowed, but CI reaches 40.4
+    assert judge(rail, est, _Ctx("confirmed", 0.95, None, False)).verdict == "warn"
+    est = normal_estimate(500.0, 400.0, 10.0)
+    assert judge(rail, est, _Ctx("confirmed", 0.95, None, False)).verdict == "improved"
+
+
+def test_point_only_rows_use_points_under_every_gate() -> None:
+    g = G("metrics:\n  accuracy: {max_regression: 0.01}\n")
+    for gate in ("confirmed", "point", "strict"):
+        cmp = compare_runs(rec({"accuracy": 0.9}), rec({"accuracy": 0.885}), g, gate=gate)
+        assert verdicts(cmp) == {"accuracy": "regression"}
+        cmp = compare_runs(rec({"accuracy": 0.9}), rec({"accuracy": 0.895}), g, gate=gate)
+        assert verdicts(cmp) == {"accuracy": "pass"}
+        if gate != "point":
+            assert "point estimates only" in cmp.metrics[0].reason
+
+
+def test_holm_levels_match_statsmodels() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    p = list(rng.uniform(0, 0.1, size=7))
+    adj, levels = holm_levels(p, 0.05)
+    assert adj == pytest.approx(list(multipletests(p, alpha=0.05, method="holm")[1]))
+    order = np.argsort(p)
+    assert [levels[i] for i in order] == pytest.approx([1 - 0.05 / (7 - k) for k in range(7)])
+    assert holm_levels([], 0.05) == ([], [])
+
+
+def test_holm_level_reaches_the_interval() -> None:
+    """A regression confirmed at 95 % may not be confirmed at the Holm-adjusted level."""
+    est = normal_estimate(0.9, 0.87, 0.0095)  # worsening 0.03, margin 0.01: z = 2.1
+    assert judge(RAIL, est, _Ctx("confirmed", 0.95, None, False)).verdict == "regression"
+    r = judge(RAIL, est, _Ctx("confirmed", 1 - 0.05 / 3, 0.01, False))
+    assert r.verdict == "warn" and "98.3% CI" in r.reason and "Holm-adjusted" in r.reason
+
+
+# -- per-slice, metric map, psi, warnings --------------------------------------------------------
+
+def test_per_slice_guardrails() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.8}\nslices:\n  \"slice=de\": {accuracy: {min: 0.85}}\n"
+          "  \"slice=en\": {accuracy: {max_regression: 0.02}}\n")
+    base = rec({"accuracy": 0.9, "accuracy[slice=de]": 0.88, "accuracy[slice=en]": 0.92})
+    cand = rec({"accuracy": 0.9, "accuracy[slice=de]": 0.84, "accuracy[slice=en]": 0.93})
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "pass", "accuracy[slice=de]": "breach",
+                             "accuracy[slice=en]": "improved"}
+    de = row(cmp, "accuracy[slice=de]")
+    assert de.slice == "slice=de" and de.direction == "higher" and de.threshold == "min 0.85"
+    assert row(cmp, "accuracy").slice is None
+    assert cmp.exit_code == 1
+
+
+def test_metric_map_applies_to_foreign_runs() -> None:
+    g = G('metric_map: {"val/acc": accuracy}\nmetrics:\n  accuracy: {max_regression: 0.01}\n')
+    base = rec({"val/acc": 0.9, "val/acc[slice=de]": 0.8})
+    cand = rec({"val/acc": 0.85})
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "regression"}
+    assert "val/acc" in base.metrics  # the input runs are not modified
+
+
+def test_psi_guardrail_without_per_example_data_is_inconclusive() -> None:
+    g = G("metrics:\n  psi_confidence: {max: 0.2}\n")
+    cmp = compare_runs(rec({"accuracy": 0.9}), rec({"accuracy": 0.9}), g)
+    r = cmp.metrics[0]
+    assert r.verdict == "inconclusive" and "per-example" in r.reason and cmp.exit_code == 3
+
+
+def _examples(n: int, acc: float, seed: int, conf_shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    correct = rng.random(n) < acc
+    pred = np.where(correct, label, (label + 1) % 3)
+    conf = np.clip(rng.beta(5, 2, n) + conf_shift, 0, 1)
+    return pd.DataFrame({"example_id": np.arange(n), "label": label, "prediction": pred,
+                         "confidence": conf, "correct": correct, "fallback": conf < 0.5,
+                         "slice": np.where(rng.random(n) < 0.5, "de", "en")})
+
+
+def test_psi_guardrail_with_drift() -> None:
+    pytest.importorskip("aipm_tracking.drift", reason="the drift module is another helper's")
+    g = G("metrics:\n  psi_confidence: {max: 0.2}\n")
+    b_ex, same, shifted = _examples(4000, 0.8, 1), _examples(4000, 0.8, 2), \
+        _examples(4000, 0.8, 3, conf_shift=-0.4)
+    ok = compare_runs(rec({"accuracy": 0.8}, examples=b_ex), rec({"accuracy": 0.8}, examples=same), g)
+    bad = compare_runs(rec({"accuracy": 0.8}, examples=b_ex),
+                       rec({"accuracy": 0.8}, examples=shifted), g)
+    assert verdicts(ok) == {"psi_confidence": "pass"}
+    assert verdicts(bad) == {"psi_confidence": "breach"} and bad.exit_code == 1
+    assert "drift" in bad.details and bad.metrics[0].candidate > 0.2
+
+
+def test_criteria_moved_warning() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.8}\n")
+    same = compare_runs(rec({"accuracy": 0.9}, guardrails_hash=g.hash),
+                        rec({"accuracy": 0.9}, guardrails_hash=g.hash), g)
+    assert not [w for w in same.warnings if "criteria moved" in w]
+    moved = compare_runs(rec({"accuracy": 0.9}, guardrails_hash="aaaa"),
+                         rec({"accuracy": 0.9}, guardrails_hash=g.hash), g)
+    (w,) = [w for w in moved.warnings if "criteria moved after training" in w]
+    assert "aaaa (baseline)" in w and f"{g.hash} (candidate)" in w
+    # runs logged under the same hash, compared with a different file
+    later = compare_runs(rec({"accuracy": 0.9}, guardrails_hash="bbbb"),
+                         rec({"accuracy": 0.9}, guardrails_hash="bbbb"), g)
+    assert any("criteria moved" in w and "(this comparison)" in w for w in later.warnings)
+
+
+def test_dataset_version_warning() -> None:
+    g = G("metrics:\n  accuracy: {min: 0.8}\n")
+    cmp = compare_runs(rec({"accuracy": 0.9}, dataset=DatasetInfo("support", "2024-05")),
+                       rec({"accuracy": 0.9}, dataset=DatasetInfo("support", "2024-06")), g)
+    assert any("eval sets differ: dataset version '2024-05' (baseline) vs '2024-06'" in w
+               for w in cmp.warnings)
+    cmp = compare_runs(rec({"accuracy": 0.9}, dataset=DatasetInfo("s", "1", digest="a")),
+                       rec({"accuracy": 0.9}, dataset=DatasetInfo("s", "1", digest="b")), g)
+    assert any("digest" in w for w in cmp.warnings)
+    cmp = compare_runs(rec({"accuracy": 0.9}), rec({"accuracy": 0.9}), g)
+    assert cmp.warnings == []
+
+
+def test_cost_projection() -> None:
+    base = rec({"cost_per_query_usd": 0.002})
+    cand = rec({"cost_per_query_usd": 0.0015})
+    cmp = compare_runs(base, cand, None, registry=REG, queries_per_day=50_000)
+    cp = cmp.details["cost_projection"]
+    assert cp["baseline"]["daily_usd"] == pytest.approx(100.0)
+    assert cp["baseline"]["monthly_usd"] == pytest.approx(3000.0)
+    assert cp["candidate"]["daily_usd"] == pytest.approx(75.0)
+    assert cp["delta"] == {"daily_usd": pytest.approx(-25.0), "monthly_usd": pytest.approx(-750.0)}
+    out, warns = cost_projection(base, rec({}), 10)
+    assert out["candidate"] is None and out["delta"] is None
+    assert warns == ["cost projection: the candidate has no cost_per_query_usd"]
+    assert "cost_projection" not in compare_runs(base, cand, None, registry=REG).details
+
+
+def test_changed_examples() -> None:
+    b = pd.DataFrame({"example_id": ["a", "b", "c", "d"], "label": [1, 2, 3, 4],
+                      "prediction": [1, 2, 0, 0], "correct": [True, True, False, False],
+                      "slice": ["de", "en", "de", "en"], "text": ["x" * 600, "y", "z", "w"]})
+    c = pd.DataFrame({"example_id": ["d", "c", "b", "a"], "label": [4, 3, 2, 1],
+                      "prediction": [4, 0, 9, 0], "correct": [True, False, False, False]})
+    out = changed_examples(b, c)
+    assert [r["example_id"] for r in out] == ["a", "b", "d"]
+    a = out[0]
+    assert a["label"] == 1 and a["baseline_prediction"] == 1 and a["candidate_prediction"] == 0
+    assert a["baseline_correct"] is True and a["candidate_correct"] is False
+    assert a["slice"] == "de" and len(a["text"]) == 501
+    assert changed_examples(b, c, limit=1) == out[:1]
+    cmp = compare_runs(rec({"accuracy": 0.5}, examples=b), rec({"accuracy": 0.25}, examples=c),
+                       None, registry=REG)
+    assert len(cmp.details["changed_examples"]) == 3
+    assert "pairing" in cmp.details
+    import json
+
+    json.dumps(cmp.to_dict(), allow_nan=False)
+
+
+# -- the issue's figures: need the paired estimator (stats helper) -------------------------------
+
+def _paired(n: int, b10: int, b01: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two aligned runs: ``b10`` examples only the baseline gets right, ``b01`` only the
+    candidate; the rest right for both at 90 % accuracy."""
+    rng = np.random.default_rng(seed)
+    base_ok = rng.random(n) < 0.9
+    cand_ok = base_ok.copy()
+    right = np.flatnonzero(base_ok)
+    wrong = np.flatnonzero(~base_ok)
+    cand_ok[rng.choice(right, b10, replace=False)] = False
+    cand_ok[rng.choice(wrong, b01, replace=False)] = True
+    label = rng.integers(0, 5, n)
+    conf = rng.uniform(0.6, 1.0, n)
+
+    def table(ok: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"example_id": np.arange(n), "label": label,
+                             "prediction": np.where(ok, label, (label + 1) % 5),
+                             "confidence": conf, "correct": ok, "fallback": conf < 0.5})
+
+    return table(base_ok), table(cand_ok)
+
+
+def _paired_runs(n: int, b10: int, b01: int) -> tuple[RunRecord, RunRecord]:
+    b, c = _paired(n, b10, b01)
+    return (rec({"accuracy": float(b.correct.mean()), "n_examples": n}, "base", examples=b),
+            rec({"accuracy": float(c.correct.mean()), "n_examples": n}, "cand", examples=c))
+
+
+GUARD_ACC = "metrics:\n  accuracy: {max_regression: 0.001}\n"
+
+
+def test_half_point_drop_on_100k_paired_is_a_confirmed_regression() -> None:
+    base, cand = _paired_runs(100_000, 2500, 2000)  # -0.5 points
+    cmp = compare_runs(base, cand, G(GUARD_ACC), n_boot=200)
+    r = cmp.metrics[0]
+    assert r.delta == pytest.approx(-0.005)
+    assert r.test != "point", "needs the paired estimator (estimate_deltas with per-example data)"
+    assert r.verdict == "regression" and cmp.exit_code == 1
+    assert r.p_value is not None and r.p_value < 1e-6
+    assert r.ci is not None and r.ci[1] < -0.001
+    assert cmp.details["pairing"]["matched"] == 100_000
+
+
+def test_half_point_drop_on_200_paired_is_warn_not_significant() -> None:
+    base, cand = _paired_runs(200, 5, 4)  # -1 example = -0.5 points
+    cmp = compare_runs(base, cand, G(GUARD_ACC), n_boot=200)
+    r = cmp.metrics[0]
+    assert r.delta == pytest.approx(-0.005)
+    assert r.test != "point", "needs the paired estimator (estimate_deltas with per-example data)"
+    assert r.verdict == "warn" and r.reason.startswith("not significant (p=")
+    assert cmp.exit_code == 0
+    # the point gate (MLflow's behaviour) blocks the same data
+    assert compare_runs(base, cand, G(GUARD_ACC), gate="point", n_boot=200).exit_code == 1
+
+
+def test_example_guardrails_file_compares(tmp_path: Path) -> None:
+    from aipm_tracking.guardrails import load_guardrails
+
+    g = load_guardrails(Path(__file__).resolve().parents[1] / "examples" / "guardrails.yaml", REG)
+    m: dict[str, Any] = {"accuracy": 0.93, "latency_ms_p95": 700, "cost_per_query_usd": 0.001,
+                         "override_rate": 0.02, "ece": 0.03, "my_custom_score": 0.8,
+                         "accuracy[slice=de]": 0.9}
+    cmp = compare_runs(rec(m), rec({**m, "latency_ms_p95": 790}), g)
+    assert verdicts(cmp)["latency_ms_p95"] == "regression"  # +90 ms > 10 % of 700
+    assert cmp.exit_code == 1
