@@ -129,8 +129,12 @@ def make_comparison(payload: str | None = None, with_details: bool = True,
                 "text": f"My invoice #{i} is wrong{p}",
             })
         details["changed_examples"] = changed[:200]
-        details["cost_projection"] = {"queries_per_month": 1_000_000,
-                                      "baseline_usd": 1800.0, "candidate_usd": 1500.0}
+        details["cost_projection"] = {
+            "queries_per_day": 10000, "days_per_month": 30,
+            "baseline": {"cost_per_query_usd": 0.0018, "daily_usd": 18.0, "monthly_usd": 540.0},
+            "candidate": {"cost_per_query_usd": 0.0015, "daily_usd": 15.0,
+                          "monthly_usd": 450.0},
+            "delta": {"daily_usd": -3.0, "monthly_usd": -90.0}}
     return Comparison(baseline=base, candidate=cand, metrics=rows,
                       warnings=[f"runs were logged on different guardrail hashes{p}"],
                       gate="confirmed", alpha=0.05, guardrails_name=f"support-bot-release{p}",

@@ -19,7 +19,7 @@ BUILTIN_FORMATS: dict[str, str] = {
     "markdown": "markdown:render_markdown",
     "json": "json_:render_json",
     "junit": "junit:render_junit",
-    # "html": "html:render_html",
+    "html": "html:render_html",
 }
 
 

@@ -1,0 +1,205 @@
+"""The HTML report in real headless Chromium, driven over the DevTools protocol.
+
+Checks: no console errors or exceptions, every plot element present, the example filter
+works, a screenshot that is not blank, and XSS payloads in run names, labels and example
+text render as text without executing (with the page's CSP removed, so escaping alone is
+what is tested). Needs Debian's ``chromium`` (the Makefile installs it) and
+``websocket-client``; skipped with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_samples import XSS_PAYLOADS, make_comparison
+
+from aipm_tracking.report.base import ReportOptions
+from aipm_tracking.report.html import render_html, render_run_html
+from aipm_tracking.schema import MetricValue, ModelInfo, RunRecord
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
+    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+websocket = pytest.importorskip(
+    "websocket", reason="websocket-client is not installed (pip install websocket-client)")
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (the Makefile installs Debian's 'chromium')",
+                allow_module_level=True)
+
+
+class Page:
+    """A minimal DevTools-protocol client for one page target."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self._id = 0
+        self.events: list[dict[str, Any]] = []
+        for domain in ("Runtime", "Log", "Page"):
+            self.call(f"{domain}.enable")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        my = self._id
+        self.ws.send(json.dumps({"id": my, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == my:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                result: dict[str, Any] = msg.get("result", {})
+                return result
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_event(self, name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e["method"] == name for e in self.events):
+            if time.monotonic() > deadline:
+                raise TimeoutError(name)
+            msg = json.loads(self.ws.recv())
+            if "method" in msg:
+                self.events.append(msg)
+
+    def open(self, path: Path) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=path.resolve().as_uri())
+        self.wait_event("Page.loadEventFired")
+
+    def eval(self, expr: str) -> Any:
+        res = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error evaluating {expr!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries (CSP violations too)."""
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e["method"] == "Runtime.exceptionThrown":
+                out.append(str(p.get("exceptionDetails")))
+            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error",
+                                                                                "assert"):
+                out.append(str(p.get("args")))
+            elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+                out.append(str(p["entry"].get("text")))
+        return out
+
+    def screenshot(self) -> bytes:
+        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=2000,
+                  deviceScaleFactor=1, mobile=False)
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        return base64.b64decode(data)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    assert CHROMIUM is not None
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
+         "--remote-debugging-port=0", "--remote-allow-origins=*",
+         f"--user-data-dir={profile}", "--window-size=1280,2000", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chromium did not start (exit {proc.poll()})")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            targets = json.load(r)
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
+        pg = Page(ws_url)
+        yield pg
+        pg.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _pixel_spread(png: bytes) -> float:
+    """Standard deviation of grey levels (0 for a blank image)."""
+    from PIL import Image, ImageStat
+
+    img = Image.open(io.BytesIO(png)).convert("L")
+    assert img.size[0] >= 1000
+    return float(ImageStat.Stat(img).stddev[0])
+
+
+def test_report_renders_without_errors(page: Page, tmp_path: Path) -> None:
+    f = tmp_path / "report.html"
+    f.write_text(render_html(make_comparison(), ReportOptions()), encoding="utf-8")
+    page.open(f)
+    assert page.errors() == []
+    assert page.eval("document.querySelectorAll('svg.plot').length") == 4
+    assert page.eval("document.querySelectorAll('svg.plot polyline.series').length") == 6
+    assert page.eval("document.querySelectorAll('svg.plot rect.bar').length") == 2
+    assert page.eval("document.querySelectorAll('#guardrails tbody tr').length") == 5
+    assert page.eval("document.querySelectorAll('#slice-guardrails tbody tr').length") == 2
+    assert page.eval("document.querySelectorAll('table.confusion tbody tr').length") == 4
+    assert page.eval("document.getElementById('verdict').innerText").startswith("FAIL")
+    # plots actually laid out (non-zero size)
+    assert page.eval("document.getElementById('plot-latency').getBoundingClientRect().width") > 200
+    # the inline filter works (the CSP lets our script run)
+    page.eval("var b=document.getElementById('filter');b.value='invoice #19';"
+              "b.dispatchEvent(new Event('input'))")
+    shown = page.eval("Array.from(document.querySelectorAll('#changed tbody tr'))"
+                      ".filter(r=>!r.hidden).length")
+    assert shown == 11  # #19 and #190..#199
+    assert "11 shown" in page.eval("document.getElementById('filter-count').textContent")
+    assert page.errors() == []
+    png = page.screenshot()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _pixel_spread(png) > 10
+
+
+def test_single_run_report_renders(page: Page, tmp_path: Path) -> None:
+    cmp = make_comparison()
+    rec = RunRecord(run_id="r1", name="bot-3", model=ModelInfo("bot", "3"),
+                    metrics={"accuracy": MetricValue(0.9), "cost_per_query_usd": MetricValue(0.0015)},
+                    details=cmp.details["candidate_details"])
+    f = tmp_path / "run.html"
+    f.write_text(render_run_html(rec), encoding="utf-8")
+    page.open(f)
+    assert page.errors() == []
+    assert page.eval("document.querySelectorAll('svg.plot').length") == 4
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_xss_payloads_do_not_execute(page: Page, tmp_path: Path, payload: str) -> None:
+    doc = render_html(make_comparison(payload=payload), ReportOptions())
+    # drop the CSP so that escaping alone is under test
+    doc, n = re.subn(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", doc)
+    assert n == 1
+    f = tmp_path / "xss.html"
+    f.write_text(doc, encoding="utf-8")
+    page.open(f)
+    time.sleep(0.2)  # let any onerror/onload handler fire if one had been injected
+    assert page.eval("typeof window.__xss") == "undefined"
+    assert page.eval("document.querySelectorAll('main img, main script').length") == 0
+    assert page.eval("document.querySelectorAll('svg:not(.plot)').length") == 0
+    # the payload is shown as text: in run names, example text, labels and plot legends
+    body = page.eval("document.body.innerText")
+    assert f"prod{payload}" in body and f"My invoice #0 is wrong{payload}" in body
+    legend = page.eval("document.querySelector('#plot-reliability g.legend').textContent")
+    assert payload[:10] in legend
+    assert page.errors() == []
