@@ -1,0 +1,514 @@
+"""Mergeable accumulators: the metrics of DESIGN §4 from chunks, shards or ranks.
+
+An :class:`EvalAccumulator` takes clean per-example arrays chunk by chunk (``update``), merges
+with another (``merge``), ships as a dict of numpy arrays (``to_state`` / ``from_state``) and
+produces an :class:`~aipm_tracking.schema.EvalResult` (``result``). Its state is a few fixed
+size histograms and sums, so memory does not grow with the rows, except for the *exact* arrays
+it keeps while they are small:
+
+* **Latency percentiles** are exact (numpy's linear method, computed in O(n) by
+  :func:`exact_quantiles`) while the accumulator holds at most ``exact_rows`` latencies (no
+  limit for an in-memory DataFrame). Beyond that they come from a log-bucket sketch whose
+  relative error is at most ``SKETCH_ALPHA`` = 0.5% for values in [1e-9, 1e12] (each order
+  statistic is represented within 0.5%, so is any linear interpolation of two of them).
+* **AURC, risk-coverage and threshold recommendations** are exact (one sort, ties grouped;
+  see :mod:`aipm_tracking.selective`) up to ``AURC_EXACT_ROWS`` rows; beyond that they come from
+  a histogram of ``FINE_BINS`` = 61,440 equal-width confidence bins, in which confidences in
+  the same 1/61,440-wide bin count as tied and thresholds lie on that grid.
+* **ECE/MCE/reliability bins, Brier, rates, means, confusion** are exact sums at any size.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from .schema import EvalResult, MetricValue
+from .selective import Groups, aurc_from_groups, curve_from_groups, groups_from_arrays
+
+N_BINS = 15
+_SUB = 4096                      # fine bins per reliability bin (a power of two)
+FINE_BINS = N_BINS * _SUB        # 61,440: conf*15*4096 is exact, so fine >> 12 == ECE bin
+AURC_EXACT_ROWS = 2_000_000
+SKETCH_ALPHA = 0.005
+_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+_LN_GAMMA = math.log(_GAMMA)
+_SK_MIN = math.floor(math.log(1e-9) / _LN_GAMMA)
+_SK_MAX = math.ceil(math.log(1e12) / _LN_GAMMA)
+SKETCH_BUCKETS = _SK_MAX - _SK_MIN + 2   # bucket 0 holds zeros
+LATENCY_Q = np.arange(101) / 100.0
+PCTS = (("latency_ms_p50", 0.5), ("latency_ms_p95", 0.95), ("latency_ms_p99", 0.99))
+RATE_METRICS = ("accuracy", "fallback_rate", "selective_accuracy", "override_rate")
+
+
+# -- kernels ---------------------------------------------------------------------------------
+def _virtual_index(n: int, q: np.ndarray) -> np.ndarray:
+    return n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's linear method, same rounding
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    d = b - a
+    out = a + d * t
+    hi = t >= 0.5
+    out[hi] = (b - d * (1 - t))[hi]
+    return out
+
+
+def _interp(n: int, q: np.ndarray, order_stat: Any) -> np.ndarray:
+    v = _virtual_index(n, q)
+    lo = np.clip(np.floor(v), 0, n - 1).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    t = np.clip(v - lo, 0.0, 1.0)
+    return _lerp(order_stat(lo), order_stat(hi), t)
+
+
+def exact_quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.percentile(x, 100*q)`` (linear), in O(n).
+
+    Values are bucketed by the top bits of their IEEE-754 representation (for non-negative
+    floats the bit pattern is monotone in the value, so this is a log-scale bucketing with no
+    rounding doubt); only the few buckets holding the needed order statistics are sorted."""
+    x = np.asarray(x, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    n = x.size
+    if n == 0:
+        return np.full(q.shape, np.nan)
+    if n <= 200_000:
+        s = np.sort(x)
+        return _interp(n, q, lambda i: s[i])
+    vmin, vmax = float(x.min()), float(x.max())
+    if vmin == vmax:
+        return np.full(q.shape, vmin)
+    base = x if vmin >= 0 else x - vmin  # correctly rounded subtraction keeps the order
+    low = vmin if vmin > 0 else float(base[base > 0].min())
+    b_lo = int(np.float64(low).view(np.int64))
+    b_hi = int(np.float64(vmax - min(vmin, 0.0)).view(np.int64))
+    nb = 1 << 16
+    shift = max(0, (b_hi - b_lo).bit_length() - 16)
+    bi = base.view(np.int64) >> shift
+    bi -= b_lo >> shift
+    np.clip(bi, 0, nb - 1, out=bi)  # zeros (and -0.0) join the lowest bucket: still monotone
+    counts = np.bincount(bi, minlength=nb)
+    cum = np.cumsum(counts)
+    v = _virtual_index(n, q)
+    lo = np.clip(np.floor(v), 0, n - 1).astype(np.int64)
+    ranks = np.unique(np.concatenate([lo, np.minimum(lo + 1, n - 1)]))
+    rb = np.searchsorted(cum, ranks, side="right")
+    need = np.zeros(nb, dtype=bool)
+    need[rb] = True
+    sel = np.sort(x[need[bi]])  # monotone buckets: sorted values are grouped by bucket
+    nbk = np.flatnonzero(need)
+    offset = np.zeros(nb, dtype=np.int64)
+    offset[nbk] = np.cumsum(counts[nbk]) - counts[nbk]
+    start = cum - counts
+
+    def stat(r: np.ndarray) -> np.ndarray:
+        bk = np.searchsorted(cum, r, side="right")
+        return sel[offset[bk] + (r - start[bk])]
+
+    return _interp(n, q, stat)
+
+
+def sketch_update(counts: np.ndarray, x: np.ndarray) -> None:
+    """Add non-negative values to a log-bucket sketch (bucket 0 = zeros)."""
+    pos = x > 0
+    counts[0] += int(x.size - np.count_nonzero(pos))
+    if pos.any():
+        idx = np.ceil(np.log(x[pos]) / _LN_GAMMA).astype(np.int64)
+        np.clip(idx, _SK_MIN, _SK_MAX, out=idx)
+        counts += np.bincount(idx - _SK_MIN + 1, minlength=counts.size)
+
+
+def sketch_quantiles(counts: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Linear-interpolated quantiles from a sketch; relative error <= SKETCH_ALPHA."""
+    n = int(counts.sum())
+    if n == 0:
+        return np.full(np.shape(q), np.nan)
+    cum = np.cumsum(counts)
+    keys = np.arange(counts.size) - 1 + _SK_MIN
+    rep = np.where(np.arange(counts.size) == 0, 0.0, 2.0 * _GAMMA ** keys.astype(float) / (_GAMMA + 1))
+    return _interp(n, np.asarray(q, dtype=np.float64),
+                   lambda r: rep[np.searchsorted(cum, r, side="right")])
+
+
+def wilson_ci(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Two-sided Wilson score interval (stats.wilson_interval when that module exists)."""
+    try:
+        from .stats import wilson_interval
+
+        lo, hi = wilson_interval(k, n, alpha)
+        return float(lo), float(hi)
+    except ImportError:  # pragma: no cover - stats.py is written alongside
+        pass
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def _label_key(s: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+# -- the accumulator -------------------------------------------------------------------------
+_SUMS = ("n", "n_correct", "n_label", "n_conf", "n_fb", "n_fb_true", "n_ans", "n_ans_correct",
+         "n_ov", "ov_sum", "n_lat", "lat_sum", "n_cost", "cost_sum", "sq_sum", "slice_missing")
+
+
+class EvalAccumulator:
+    """Sums and histograms for every DESIGN §4 metric; mergeable and serialisable.
+
+    ``update`` takes a dict of equal-length numpy arrays, all optional: ``correct`` (bool) with
+    ``label`` and ``prediction`` (any values, for the confusion matrix), ``confidence``
+    (float in [0, 1]), ``fallback`` (bool), ``overridden`` (float, NaN = null), ``latency_ms``,
+    ``cost_usd`` (float >= 0) and ``slice`` (values; None/NaN = no slice). Rows must already be
+    clean (see :mod:`aipm_tracking.evaluate`).
+    """
+
+    def __init__(self, fallback_threshold: float = 0.5, *, exact_rows: int | None = 2_000_000,
+                 slices: bool = True) -> None:
+        self.fallback_threshold = float(fallback_threshold)
+        self.exact_rows = exact_rows
+        self._slices_enabled = slices
+        self.s: dict[str, float] = dict.fromkeys(_SUMS, 0)
+        self.has: set[str] = set()
+        self.labels: list[str] = []
+        self._label_idx: dict[str, int] = {}
+        self.confusion = np.zeros((0, 0), dtype=np.int64)
+        self.fine = np.zeros((FINE_BINS, 2), dtype=np.int64)  # [bin, correct]
+        self.fine_cost = np.zeros(FINE_BINS)
+        self.fine_conf = np.zeros((FINE_BINS, 2))  # confidence sums per [bin, correct]
+        self.sketch = np.zeros(SKETCH_BUCKETS, dtype=np.int64)
+        self._sketched = False                       # sketch holds every latency
+        self.lat_exact: list[np.ndarray] | None = []
+        self.sel_exact: list[tuple[np.ndarray, ...]] | None = []   # (correct, conf, cost)
+        self.slices: dict[str, EvalAccumulator] = {}
+
+    # -- update ------------------------------------------------------------------------------
+    def update(self, cols: dict[str, np.ndarray]) -> None:
+        """Add a chunk (all arrays the same length)."""
+        n = len(next(iter(cols.values()))) if cols else 0
+        self.s["n"] += n
+        corr = cols.get("correct")
+        conf = cols.get("confidence")
+        if corr is not None:
+            self.has.add("correct")
+            self.s["n_correct"] += int(np.count_nonzero(corr))
+            if "label" in cols and "prediction" in cols:
+                self._add_confusion(cols["label"], cols["prediction"])
+        if conf is not None:
+            self.has.add("confidence")
+            self.s["n_conf"] += n
+        cost = cols.get("cost_usd")
+        if corr is not None and conf is not None:
+            self._add_calibration(corr, conf, cost)
+        fb = cols.get("fallback")
+        if fb is not None:
+            self.has.add("fallback")
+            self.s["n_fb"] += n
+            self.s["n_fb_true"] += int(np.count_nonzero(fb))
+            if corr is not None:
+                ans = ~fb
+                self.s["n_ans"] += int(np.count_nonzero(ans))
+                self.s["n_ans_correct"] += int(np.count_nonzero(corr & ans))
+        ov = cols.get("overridden")
+        if ov is not None:
+            self.has.add("overridden")
+            ok = ~np.isnan(ov)
+            self.s["n_ov"] += int(np.count_nonzero(ok))
+            self.s["ov_sum"] += float(ov[ok].sum())
+        lat = cols.get("latency_ms")
+        if lat is not None:
+            self.has.add("latency_ms")
+            self._add_latency(np.asarray(lat, dtype=np.float64))
+        if cost is not None:
+            self.has.add("cost_usd")
+            self.s["n_cost"] += n
+            self.s["cost_sum"] += float(np.sum(cost))
+        if self._slices_enabled and cols.get("slice") is not None:
+            self._update_slices(cols)
+
+    def _add_confusion(self, label: np.ndarray, pred: np.ndarray) -> None:
+        if label.dtype.kind in "iu" and pred.dtype.kind in "iu" and label.size:
+            lo = int(min(label.min(), pred.min()))
+            hi = int(max(label.max(), pred.max()))
+            if hi - lo < 4096:
+                k = hi - lo + 1
+                a, b = (label, pred) if lo == 0 else (label - lo, pred - lo)
+                cm = np.bincount(a * k + b, minlength=k * k).reshape(k, k)
+                used = np.flatnonzero(cm.any(axis=0) | cm.any(axis=1))
+                self._add_matrix([str(v + lo) for v in used], cm[np.ix_(used, used)])
+                return
+        import pandas as pd
+
+        lc, lu = pd.factorize(label, use_na_sentinel=False)
+        pc, pu = pd.factorize(pred, use_na_sentinel=False)
+        cm = np.bincount(lc * len(pu) + pc, minlength=len(lu) * len(pu)).reshape(len(lu), len(pu))
+        self._add_matrix([str(v) for v in lu], cm, [str(v) for v in pu])
+
+    def _add_matrix(self, rows: list[str], cm: np.ndarray, cols: list[str] | None = None) -> None:
+        cols = rows if cols is None else cols
+        for name in (*rows, *cols):
+            if name not in self._label_idx:
+                self._label_idx[name] = len(self.labels)
+                self.labels.append(name)
+        k = len(self.labels)
+        if self.confusion.shape[0] < k:
+            grown = np.zeros((k, k), dtype=np.int64)
+            m = self.confusion.shape[0]
+            grown[:m, :m] = self.confusion
+            self.confusion = grown
+        ri = np.array([self._label_idx[r] for r in rows], dtype=np.int64)
+        ci = np.array([self._label_idx[c] for c in cols], dtype=np.int64)
+        np.add.at(self.confusion, (ri[:, None], ci[None, :]), cm)
+
+    def _add_calibration(self, corr: np.ndarray, conf: np.ndarray, cost: np.ndarray | None) -> None:
+        conf = np.asarray(conf, dtype=np.float64)
+        ci = corr.view(np.int8) if corr.dtype == bool else corr.astype(np.int8)
+        idx = (conf * float(FINE_BINS)).astype(np.int64)
+        np.minimum(idx, FINE_BINS - 1, out=idx)
+        if cost is not None:
+            self.fine_cost += np.bincount(idx, weights=cost, minlength=FINE_BINS)
+        idx <<= 1
+        idx |= ci  # (fine bin, correct) in one index: one count pass, one weighted pass
+        self.fine += np.bincount(idx, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
+        cs = np.bincount(idx, weights=conf, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
+        self.fine_conf += cs
+        self.s["sq_sum"] += float(np.dot(conf, conf))
+        self.s["n_label"] += conf.size
+        if self.sel_exact is not None:
+            if self.s["n_label"] <= AURC_EXACT_ROWS:
+                self.sel_exact.append((corr, conf, cost) if cost is not None else (corr, conf))
+            else:
+                self.sel_exact = None
+
+    def _add_latency(self, lat: np.ndarray) -> None:
+        self.s["n_lat"] += lat.size
+        self.s["lat_sum"] += float(lat.sum())
+        if self.lat_exact is not None and (self.exact_rows is None
+                                           or self.s["n_lat"] <= self.exact_rows):
+            self.lat_exact.append(lat)
+            return
+        self._to_sketch()
+        sketch_update(self.sketch, lat)
+
+    def _to_sketch(self) -> None:
+        if self.lat_exact is not None:
+            for a in self.lat_exact:
+                sketch_update(self.sketch, a)
+            self.lat_exact = None
+
+    def _update_slices(self, cols: dict[str, np.ndarray]) -> None:
+        import pandas as pd
+
+        codes, uniq = pd.factorize(cols["slice"])
+        self.s["slice_missing"] += int(np.count_nonzero(codes < 0))
+        small = codes.astype(np.int16) if len(uniq) < 30000 else codes
+        order = np.argsort(small, kind="stable")
+        bounds = np.searchsorted(small[order], np.arange(-1, len(uniq) + 1))
+        sub_cols = {k: v[order] for k, v in cols.items() if k != "slice"}
+        for i, name in enumerate(uniq):
+            a, b = bounds[i + 1], bounds[i + 2]
+            if b <= a:
+                continue
+            key = str(name)
+            acc = self.slices.get(key)
+            if acc is None:
+                acc = self.slices[key] = EvalAccumulator(
+                    self.fallback_threshold, exact_rows=self.exact_rows, slices=False)
+            acc.update({k: v[a:b] for k, v in sub_cols.items()})
+
+    # -- merge -------------------------------------------------------------------------------
+    def merge(self, other: EvalAccumulator) -> EvalAccumulator:
+        """Add ``other``'s rows into this accumulator (in place; returns self)."""
+        for k in _SUMS:
+            self.s[k] += other.s[k]
+        self.has |= other.has
+        if other.labels:
+            nl = len(other.labels)
+            self._add_matrix(other.labels, other.confusion[:nl, :nl])
+        self.fine += other.fine
+        self.fine_cost += other.fine_cost
+        self.fine_conf += other.fine_conf
+        if (self.lat_exact is not None and other.lat_exact is not None
+                and (self.exact_rows is None or self.s["n_lat"] <= self.exact_rows)):
+            self.lat_exact.extend(other.lat_exact)
+        else:
+            self._to_sketch()
+            self.sketch += other.sketch
+            for a in other.lat_exact or []:
+                sketch_update(self.sketch, a)
+        if (self.sel_exact is not None and other.sel_exact is not None
+                and self.s["n_label"] <= AURC_EXACT_ROWS):
+            self.sel_exact.extend(other.sel_exact)
+        else:
+            self.sel_exact = None
+        for name, sub in other.slices.items():
+            if name in self.slices:
+                self.slices[name].merge(sub)
+            else:
+                self.slices[name] = EvalAccumulator.from_state(sub.to_state())
+        return self
+
+    # -- state -------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, np.ndarray]:
+        """Numpy arrays only (ship with ``np.savez`` or any collective)."""
+        st: dict[str, np.ndarray] = {
+            "sums": np.array([self.s[k] for k in _SUMS], dtype=np.float64),
+            "has": np.array(sorted(self.has), dtype=str),
+            "threshold": np.array([self.fallback_threshold]),
+            "exact_rows": np.array([-1 if self.exact_rows is None else self.exact_rows]),
+            "labels": np.array(self.labels, dtype=str),
+            "confusion": self.confusion, "fine": self.fine, "fine_cost": self.fine_cost,
+            "fine_conf": self.fine_conf, "sketch": self.sketch,
+        }
+        if self.lat_exact is not None:
+            st["lat_exact"] = np.concatenate(self.lat_exact) if self.lat_exact else np.zeros(0)
+        if self.sel_exact is not None:
+            parts = list(zip(*self.sel_exact, strict=True)) if self.sel_exact else [[], []]
+            st["sel_correct"] = np.concatenate(parts[0]).astype(bool) if parts[0] else np.zeros(0, bool)
+            st["sel_conf"] = np.concatenate(parts[1]) if parts[1] else np.zeros(0)
+            if len(parts) > 2:
+                st["sel_cost"] = np.concatenate(parts[2])
+        st["slice_names"] = np.array(list(self.slices), dtype=str)
+        for i, sub in enumerate(self.slices.values()):
+            for k, v in sub.to_state().items():
+                st[f"slice{i}.{k}"] = v
+        return st
+
+    @classmethod
+    def from_state(cls, st: dict[str, np.ndarray]) -> EvalAccumulator:
+        er = int(st["exact_rows"][0])
+        acc = cls(float(st["threshold"][0]), exact_rows=None if er < 0 else er)
+        acc.s = {k: (float(v) if k.endswith("_sum") else int(v))
+                 for k, v in zip(_SUMS, st["sums"], strict=True)}
+        acc.has = {str(h) for h in st["has"]}
+        acc.labels = [str(x) for x in st["labels"]]
+        acc._label_idx = {k: i for i, k in enumerate(acc.labels)}
+        acc.confusion = np.array(st["confusion"], dtype=np.int64)
+        acc.fine = np.array(st["fine"], dtype=np.int64)
+        acc.fine_cost = np.array(st["fine_cost"], dtype=np.float64)
+        acc.fine_conf = np.array(st["fine_conf"], dtype=np.float64)
+        acc.sketch = np.array(st["sketch"], dtype=np.int64)
+        acc.lat_exact = [np.array(st["lat_exact"])] if "lat_exact" in st else None
+        if "sel_conf" in st:
+            t = (np.array(st["sel_correct"], bool), np.array(st["sel_conf"], np.float64))
+            acc.sel_exact = [(*t, np.array(st["sel_cost"]))] if "sel_cost" in st else [t]
+        else:
+            acc.sel_exact = None
+        for i, name in enumerate(st["slice_names"]):
+            pre = f"slice{i}."
+            sub = {k[len(pre):]: v for k, v in st.items() if k.startswith(pre)}
+            acc.slices[str(name)] = cls.from_state(sub)
+        return acc
+
+    # -- results -----------------------------------------------------------------------------
+    def selection_groups(self) -> tuple[Groups, bool]:
+        """Tie groups for AURC / risk-coverage / thresholds, and whether they are exact."""
+        if self.sel_exact is not None:
+            parts = list(zip(*self.sel_exact, strict=True))
+            if parts:
+                cost = np.concatenate(parts[2]) if len(parts) > 2 else None
+                return groups_from_arrays(np.concatenate(parts[0]), np.concatenate(parts[1]),
+                                          cost), True
+        nz = np.flatnonzero(self.fine.sum(axis=1))[::-1]
+        cost = self.fine_cost[nz] if "cost_usd" in self.has else None
+        return Groups(nz / FINE_BINS, self.fine[nz].sum(axis=1), self.fine[nz, 0], cost), False
+
+    def latency_quantiles(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
+        if self.lat_exact is not None:
+            x = self.lat_exact[0] if len(self.lat_exact) == 1 else np.concatenate(self.lat_exact)
+            return exact_quantiles(x, q), True
+        return sketch_quantiles(self.sketch, q), False
+
+    def ratio_parts(self) -> dict[str, tuple[float, float]]:
+        """``{metric: (numerator, denominator)}`` of the rate and mean metrics (for mixes)."""
+        s, has, out = self.s, self.has, {}
+        if "correct" in has:
+            out["accuracy"] = (s["n_correct"], s["n"])
+        if "fallback" in has:
+            out["fallback_rate"] = (s["n_fb_true"], s["n_fb"])
+            if "correct" in has:
+                out["selective_accuracy"] = (s["n_ans_correct"], s["n_ans"])
+        if "overridden" in has:
+            out["override_rate"] = (s["ov_sum"], s["n_ov"])
+        if "correct" in has and "confidence" in has:
+            # sum (c - y)^2 = sum c^2 - 2 sum_{y=1} c + #{y=1}
+            b = s["sq_sum"] - 2 * float(self.fine_conf[:, 1].sum()) + float(self.fine[:, 1].sum())
+            out["brier"] = (max(b, 0.0), s["n_label"])
+        if "latency_ms" in has:
+            out["latency_ms_mean"] = (s["lat_sum"], s["n_lat"])
+        if "cost_usd" in has:
+            out["cost_per_query_usd"] = (s["cost_sum"], s["n_cost"])
+        return out
+
+    def _metrics(self, details: dict[str, Any] | None) -> dict[str, MetricValue]:
+        s, has = self.s, self.has
+        m: dict[str, MetricValue] = {"n_examples": MetricValue(float(s["n"]), n=int(s["n"]))}
+        for name, (num, den) in self.ratio_parts().items():
+            if den > 0:
+                ci = wilson_ci(num, den) if name in RATE_METRICS else None
+                m[name] = MetricValue(num / den, ci, int(den))
+        if "cost_usd" in has:
+            m["cost_total_usd"] = MetricValue(s["cost_sum"], n=int(s["n_cost"]))
+        if "correct" in has and "confidence" in has and s["n_label"] > 0:
+            cnt = self.fine.sum(axis=1).reshape(N_BINS, _SUB).sum(axis=1)
+            acc = self.fine[:, 1].reshape(N_BINS, _SUB).sum(axis=1)
+            csum = self.fine_conf.sum(axis=1).reshape(N_BINS, _SUB).sum(axis=1)
+            nz = cnt > 0
+            gap = np.abs(acc[nz] - csum[nz]) / cnt[nz]
+            n_lab = int(s["n_label"])
+            m["ece"] = MetricValue(float(np.abs(acc - csum).sum() / n_lab), n=n_lab)
+            m["mce"] = MetricValue(float(gap.max()), n=n_lab)
+            g, exact = self.selection_groups()
+            m["aurc"] = MetricValue(aurc_from_groups(g), n=n_lab)
+            if details is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    details["reliability"] = {
+                        "n_bins": N_BINS, "count": [int(c) for c in cnt],
+                        "accuracy": [float(a / c) if c else None for a, c in zip(acc, cnt, strict=True)],
+                        "confidence": [float(x / c) if c else None
+                                       for x, c in zip(csum, cnt, strict=True)]}
+                details["risk_coverage"] = curve_from_groups(g).downsample().to_dict()
+                details["risk_coverage"]["exact"] = exact
+        if "latency_ms" in has and s["n_lat"] > 0:
+            qs = np.array([p for _, p in PCTS] + list(LATENCY_Q))
+            vals, exact = self.latency_quantiles(qs)
+            for i, (name, _) in enumerate(PCTS):
+                m[name] = MetricValue(float(vals[i]), n=int(s["n_lat"]))
+            if details is not None:
+                details["latency_quantiles"] = {"q": [float(x) for x in LATENCY_Q],
+                                                "value": [float(v) for v in vals[len(PCTS):]],
+                                                "exact": exact}
+        return m
+
+    def result(self) -> EvalResult:
+        """Metrics (+ Wilson CI and n in ``stats``) and details; per-slice metrics are named
+        ``accuracy[slice=de]``. No data issues and no examples (the caller adds those)."""
+        details: dict[str, Any] = {"fallback_threshold": self.fallback_threshold}
+        stats = self._metrics(details)
+        if "correct" in self.has and self.labels:
+            order = sorted(range(len(self.labels)), key=lambda i: _label_key(self.labels[i]))
+            mat = self.confusion[np.ix_(order, order)]
+            details["confusion"] = {"labels": [self.labels[i] for i in order],
+                                    "matrix": mat.tolist()}
+        if self.slices:
+            details["slices"] = {"column": "slice",
+                                 "values": {k: int(a.s["n"]) for k, a in self.slices.items()},
+                                 "missing": int(self.s["slice_missing"])}
+            for key, sub in self.slices.items():
+                for name, mv in sub._metrics(None).items():
+                    stats[f"{name}[slice={key}]"] = mv
+        return EvalResult(metrics={k: v.value for k, v in stats.items()},
+                          n_examples=int(self.s["n"]), fallback_threshold=self.fallback_threshold,
+                          stats=stats, details=details)

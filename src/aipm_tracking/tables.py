@@ -1,0 +1,237 @@
+"""Reading per-example eval tables: DataFrame, pyarrow Table, CSV, Parquet, JSONL.
+
+Two ways in:
+
+* :func:`load_table` reads a whole table into a pandas DataFrame (small and medium files);
+* :func:`iter_chunks` streams a file as DataFrames of about ``chunk_rows`` rows with bounded
+  memory (Parquet through ``ParquetFile.iter_batches``, CSV through ``pyarrow.csv.open_csv``,
+  JSONL through ``pyarrow.json.open_json``).
+
+Both apply the column map (``theirs -> canonical``, DESIGN §3) and turn every read failure
+(truncated Parquet, unparsable CSV/JSONL, unknown extension, a mapped column that does not
+exist) into a :class:`~aipm_tracking.errors.DataError` whose one line names the file and column.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: Canonical per-example columns (DESIGN §3), in display order.
+CANONICAL_COLUMNS = ("example_id", "label", "prediction", "confidence", "latency_ms", "cost_usd",
+                     "overridden", "fallback", "slice")
+#: Extra columns with a meaning (LLM pricing derives ``cost_usd`` from them).
+TOKEN_COLUMNS = ("input_tokens", "output_tokens")
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+#: ``evaluate(path)`` streams a Parquet file with more rows than this ...
+CHUNKED_MIN_ROWS = 5_000_000
+#: ... and a CSV/JSONL file larger than this many bytes.
+CHUNKED_MIN_BYTES = 512 * 1024 * 1024
+#: Rows per chunk in streaming mode.
+DEFAULT_CHUNK_ROWS = 1_000_000
+
+
+def source_name(table: Any) -> str:
+    """A short name for messages: the file path, or ``<dataframe>`` / ``<arrow table>``."""
+    if isinstance(table, (str, os.PathLike)):
+        return os.fspath(table)
+    if type(table).__name__ == "Table":
+        return "<arrow table>"
+    return "<dataframe>"
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """``"parquet"``, ``"csv"`` or ``"jsonl"`` from the extension; anything else is a DataError."""
+    p = os.fspath(path).lower()
+    if p.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if p.endswith(CSV_SUFFIXES):
+        return "csv"
+    if p.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise DataError(f"{os.fspath(path)}: unknown eval file type (expected .csv, .parquet or .jsonl)")
+
+
+def check_column_map(columns: list[str], column_map: Mapping[str, str] | None,
+                     source: str) -> dict[str, str]:
+    """Validate ``{theirs: canonical}`` against the table's columns; return the renames to do.
+
+    A mapped column that does not exist is an error naming the file and the column; so is a
+    map that would create two columns of the same name. Mapping a column to itself is a no-op.
+    """
+    renames: dict[str, str] = {}
+    for theirs, canonical in (column_map or {}).items():
+        if theirs == canonical:
+            continue
+        if theirs not in columns:
+            if canonical in columns:  # already canonical (e.g. a guardrails map on clean data)
+                continue
+            raise DataError(f"{source}: column '{theirs}' (mapped to '{canonical}') not found; "
+                            f"columns are: {', '.join(map(str, columns[:20]))}")
+        renames[theirs] = canonical
+    final = [renames.get(c, c) for c in columns]
+    dupes = sorted({c for c in final if final.count(c) > 1})
+    if dupes:
+        raise DataError(f"{source}: column map gives two columns named '{dupes[0]}'")
+    return renames
+
+
+def _wrap_read_error(path: str, fmt: str, exc: BaseException) -> DataError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataError(f"{path}: cannot read {fmt} file ({msg[:200]})")
+
+
+def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    fmt = file_format(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such eval file")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, columns=columns).to_pandas()
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            conv = pcsv.ConvertOptions(include_columns=columns) if columns else None
+            return pcsv.read_csv(path, convert_options=conv).to_pandas()
+        df = pd.read_json(path, lines=True)
+        return df[columns] if columns else df
+    except DataError:
+        raise
+    except (KeyError, MemoryError) as e:
+        if isinstance(e, MemoryError):
+            raise
+        raise DataError(f"{path}: column {e} not found") from None
+    except Exception as e:  # pyarrow/pandas raise many types for corrupt input
+        raise _wrap_read_error(path, fmt, e) from None
+
+
+def load_table(table: Any, column_map: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+    """Any supported table -> ``(DataFrame with canonical names, source name)``.
+
+    DataFrames are not copied (columns are renamed on a shallow copy); pyarrow Tables are
+    converted; paths are read according to their extension.
+    """
+    import pandas as pd
+
+    src = source_name(table)
+    if isinstance(table, (str, os.PathLike)):
+        df = _read_file(os.fspath(table))
+    elif isinstance(table, pd.DataFrame):
+        df = table
+    elif type(table).__name__ == "Table" and hasattr(table, "to_pandas"):
+        df = table.to_pandas()
+    else:
+        raise DataError(f"cannot evaluate a {type(table).__name__}: expected a pandas DataFrame, "
+                        f"a pyarrow Table or a .csv/.parquet/.jsonl path")
+    df.columns = [str(c) for c in df.columns] if not all(
+        isinstance(c, str) for c in df.columns) else df.columns
+    renames = check_column_map(list(df.columns), column_map, src)
+    if renames:
+        df = df.rename(columns=renames)
+    return df, src
+
+
+def file_rows(path: str) -> int | None:
+    """Row count from Parquet metadata (None for text formats, whose count needs a scan)."""
+    if file_format(path) != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as e:
+        raise _wrap_read_error(path, "parquet", e) from None
+
+
+def should_stream(path: str) -> bool:
+    """True when ``evaluate(path)`` should read the file chunk by chunk (see the thresholds)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such eval file")
+    rows = file_rows(path)
+    if rows is not None:
+        return rows > CHUNKED_MIN_ROWS
+    return os.path.getsize(path) > CHUNKED_MIN_BYTES
+
+
+def file_columns(path: str) -> list[str]:
+    """Column names of a file without reading its data (Parquet schema, CSV/JSONL first chunk)."""
+    fmt = file_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return [str(n) for n in pq.ParquetFile(path).schema_arrow.names]
+        except Exception as e:
+            raise _wrap_read_error(path, fmt, e) from None
+    for chunk in _iter_raw(path, 1000, None):
+        return [str(c) for c in chunk.columns]
+    return []
+
+
+def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    fmt = file_format(path)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such eval file")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+                yield batch.to_pandas()
+            return
+        # Text formats: blocks of bytes; ~64 bytes per row is a fair guess for eval rows.
+        block = max(1 << 20, min(chunk_rows * 64, 256 << 20))
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block),
+                                   convert_options=pcsv.ConvertOptions(include_columns=columns)
+                                   if columns else None)
+        else:
+            import pyarrow.json as pjson
+
+            reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=block))
+        for batch in reader:
+            df = batch.to_pandas()
+            yield df[columns] if (columns and fmt == "jsonl") else df
+    except DataError:
+        raise
+    except KeyError as e:
+        raise DataError(f"{path}: column {e} not found") from None
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _wrap_read_error(path, fmt, e) from None
+
+
+def iter_chunks(path: str | Path, column_map: Mapping[str, str] | None = None, *,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Stream a file as DataFrames with canonical column names (``columns``: canonical names
+    to read, default all). Memory is bounded by the chunk size."""
+    path = os.fspath(path)
+    src_cols = file_columns(path)
+    renames = check_column_map(src_cols, column_map, path)
+    read_cols = None
+    if columns is not None:
+        back = {v: k for k, v in renames.items()}
+        final = [renames.get(c, c) for c in src_cols]
+        read_cols = [back.get(c, c) for c in columns if c in final]
+    for df in _iter_raw(path, chunk_rows, read_cols):
+        yield df.rename(columns=renames) if renames else df
