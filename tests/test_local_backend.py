@@ -577,3 +577,57 @@ def test_write_comparison_not_implemented(backend: LocalBackend) -> None:
 
     with pytest.raises(BackendNotImplementedError, match="local"):
         backend.write_comparison(None, None)  # type: ignore[arg-type]
+
+
+def test_database_path_that_cannot_be_opened(store_dir: Path) -> None:
+    (store_dir / "aipm.db").mkdir(parents=True)  # a directory where the DB file should be
+    b = LocalBackend(BackendOptions(store=str(store_dir)))
+    with pytest.raises(StoreError, match=rf"cannot write the aipm store at {store_dir}: "):
+        b.write_run(make_record())
+    assert list(b.list_runs()) == []  # nothing readable there: an empty store
+    assert sorted(p.name for p in store_dir.iterdir()) == ["aipm.db", "examples"]
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="needs the fork start method")
+def test_connection_is_reopened_after_fork(backend: LocalBackend) -> None:
+    import multiprocessing as mp
+
+    ref = backend.write_run(make_record("parent"))
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=_child_writes, args=(backend,))
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert sorted(names(backend.list_runs())) == ["child", "parent"]  # parent's conn still fine
+    assert backend.read_run(ref).name == "parent"
+    assert [pt.step for pt in backend.read_history(ref)] == [1]
+
+
+def _child_writes(b: LocalBackend) -> None:
+    b.write_run(make_record("child"))
+    b.log_points(next(iter(b.list_runs(filter='name = "parent"'))).run_id,
+                 [MetricPoint("loss", 0.5, 1, 1.0)])
+
+
+def test_filter_fuzz_only_usage_errors(backend: LocalBackend, store_dir: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    backend.write_run(make_record())
+    before = snapshot(store_dir)
+    pieces = st.sampled_from(["metrics.accuracy", "model", "tags.team", "name", "and", "or",
+                              "=", "!=", ">", "<=", "'x'", '"bot"', "0.9", "-1e3", ";",
+                              "(", ")", "DROP TABLE runs", "--", "'", '"', "\\", " "])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.text(max_size=40), st.lists(pieces, max_size=8).map(" ".join)))
+    def check(text: str) -> None:
+        try:
+            runs = list(backend.list_runs(filter=text))
+        except UsageError:
+            return
+        assert len(runs) <= 1
+
+    check()
+    assert snapshot(store_dir) == before
