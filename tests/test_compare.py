@@ -253,11 +253,18 @@ def test_holm_levels_match_statsmodels() -> None:
     from statsmodels.stats.multitest import multipletests
 
     rng = np.random.default_rng(3)
-    p = list(rng.uniform(0, 0.1, size=7))
+    p = [0.001, 0.004, 0.0105, 0.02, 0.03, 0.2, 0.5]
+    rng.shuffle(p)
     adj, levels = holm_levels(p, 0.05)
-    assert adj == pytest.approx(list(multipletests(p, alpha=0.05, method="holm")[1]))
+    reject, p_holm, _, _ = multipletests(p, alpha=0.05, method="holm")
+    assert adj == pytest.approx(list(p_holm))
     order = np.argsort(p)
-    assert [levels[i] for i in order] == pytest.approx([1 - 0.05 / (7 - k) for k in range(7)])
+    s = int(reject.sum())
+    assert 0 < s < 7
+    expected = [1 - 0.05 / (7 - k) if k < s else 1 - 0.05 / (7 - s) for k in range(7)]
+    assert [levels[i] for i in order] == pytest.approx(expected)
+    # at these levels the hypotheses Holm rejects are exactly those tested beyond 1 - level
+    assert [p[i] <= 1 - levels[i] for i in range(7)] == list(reject)
     assert holm_levels([], 0.05) == ([], [])
 
 
@@ -456,3 +463,137 @@ def test_example_guardrails_file_compares(tmp_path: Path) -> None:
     cmp = compare_runs(rec(m), rec({**m, "latency_ms_p95": 790}), g)
     assert verdicts(cmp)["latency_ms_p95"] == "regression"  # +90 ms > 10 % of 700
     assert cmp.exit_code == 1
+
+
+# -- the `aipm compare` command ----------------------------------------------------------------
+
+def _main(*args: str) -> int:
+    from aipm_tracking.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(list(args))
+    code = ei.value.code
+    return 0 if code is None else int(code)
+
+
+@pytest.fixture
+def demo_files(tmp_path: Path) -> tuple[str, str, str]:
+    """Two eval files of the demo (evaluated on the fly by the command) and its guardrails."""
+    from aipm_tracking.demo_data import DEMO_GUARDRAILS, make_eval_set
+
+    v1, v2, g = tmp_path / "v1.parquet", tmp_path / "v2.parquet", tmp_path / "g.yaml"
+    make_eval_set(1, n=1500).to_parquet(v1)
+    make_eval_set(2, n=1500).to_parquet(v2)
+    g.write_text(DEMO_GUARDRAILS)
+    return str(v1), str(v2), str(g)
+
+
+def test_cli_compare_eval_files(demo_files: tuple[str, str, str],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    v1, v2, g = demo_files
+    code = _main("compare", v1, v2, "--guardrails", g, "--format", "json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == out["exit_code"] == 1
+    by = {r["metric"]: r for r in out["metrics"]}
+    assert by["accuracy[slice=de]"]["verdict"] in ("regression", "breach")
+    assert by["accuracy[slice=de]"]["slice"] == "slice=de"
+    assert by["accuracy"]["baseline"] == pytest.approx(
+        float((pd.read_parquet(v1).eval("label == prediction")).mean()))
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> dict[str, str]:
+    """Runs in the embedded store (summary metrics only) and guardrails files."""
+    from aipm_tracking import plugins
+
+    backend = plugins.get_backend("local")
+    base = rec({"accuracy": 0.90, "latency_ms_p95": 500.0, "cost_per_query_usd": 0.002,
+                "accuracy[slice=de]": 0.88}, "base")
+    cand = rec({"accuracy": 0.86, "latency_ms_p95": 510.0, "cost_per_query_usd": 0.001,
+                "accuracy[slice=de]": 0.80}, "cand")
+    out = {"base": backend.write_run(base), "cand": backend.write_run(cand)}
+    g = tmp_path / "g.yaml"
+    g.write_text("version: 1\nmetrics:\n  accuracy: {min: 0.8, max_regression: 0.01}\n"
+                 "  latency_ms_p95: {max_regression: '10%'}\n"
+                 "slices:\n  \"slice=de\": {accuracy: {min: 0.85}}\n")
+    m = tmp_path / "m.yaml"
+    m.write_text("version: 1\nmetrics:\n  latency_ms_p95: {max: 800}\n  dau: {min: 10}\n")
+    out.update(g=str(g), m=str(m))
+    return out
+
+
+def test_cli_compare_json_exit_code_and_event(stored: dict[str, str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from aipm_tracking import hookimpl, plugins
+
+    seen: list[Any] = []
+
+    class Listener:
+        @hookimpl
+        def aipm_comparison_done(self, comparison: Any) -> None:
+            seen.append(comparison)
+
+    plugins.get_plugin_manager().register(Listener(), name="test-listener")
+    code = _main("compare", stored["base"], stored["cand"], "--guardrails", stored["g"],
+                 "--format", "json", "--queries-per-day", "1000")
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] == "aipm.comparison/1"
+    assert code == out["exit_code"] == 1 and out["verdict"] == "fail"
+    assert {r["metric"]: r["verdict"] for r in out["metrics"]} == {
+        "accuracy": "regression", "latency_ms_p95": "pass", "accuracy[slice=de]": "breach"}
+    assert out["baseline"]["ref"] == stored["base"]
+    cp = out["details"]["cost_projection"]
+    assert cp["delta"]["monthly_usd"] == pytest.approx(-30.0)
+    assert len(seen) == 1 and seen[0].exit_code == 1
+
+
+def test_cli_compare_output_file_and_step_summary(stored: dict[str, str], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report = tmp_path / "out" / "report.json"
+    report.parent.mkdir()
+    code = _main("compare", stored["base"], stored["cand"], "--guardrails", stored["g"],
+                 "--format", "json", "-o", str(report))
+    assert code == 1
+    assert capsys.readouterr().out == ""
+    import json
+
+    assert json.loads(report.read_text())["exit_code"] == 1
+    s = summary.read_text()
+    assert s.startswith("earlier step\n") and "accuracy" in s and len(s) > 40  # appended
+    assert [p.name for p in report.parent.iterdir()] == ["report.json"]
+    # the default format is the table
+    assert _main("compare", stored["base"], stored["cand"], "--guardrails", stored["g"]) == 1
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_compare_missing_metric_exit_3_and_allow_missing(
+        stored: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    b, c, m = stored["base"], stored["cand"], stored["m"]
+    assert _main("compare", b, c, "--guardrails", m) == 3
+    assert _main("compare", b, c, "--guardrails", m, "--allow-missing") == 0
+    assert _main("compare", b, c, "--guardrails", m, "--gate", "point") == 3
+    capsys.readouterr()
+    # without guardrails nothing blocks
+    assert _main("compare", b, c, "--format", "json") == 0
+
+
+def test_cli_compare_usage_errors(stored: dict[str, str], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = stored["base"], stored["cand"]
+    assert _main("compare", b, c, "--format", "pdf") == 2
+    assert "unknown format 'pdf'" in capsys.readouterr().err
+    assert _main("compare", b, c, "--gate", "lenient") == 2
+    assert _main("compare", b, "local:does-not-exist") == 2
+    assert _main("compare", b, str(tmp_path / "nope.parquet")) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nmetrics:\n  latency_ms_p95: {max_regression: \"10 %\"}\n")
+    assert _main("compare", b, c, "--guardrails", str(bad)) == 2
+    assert f"{bad}:3: metrics.latency_ms_p95.max_regression" in capsys.readouterr().err

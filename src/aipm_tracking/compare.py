@@ -75,32 +75,15 @@ def _ci_text(ci: tuple[float, float], level: float) -> str:
 # -- Holm ------------------------------------------------------------------------------------
 
 def holm_levels(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[float]]:
-    """Holm's step-down procedure: per hypothesis (input order) the Holm-adjusted p-value and the
-    confidence level of the interval matching its Holm threshold, ``1 - alpha/(m - rank)``
-    (rank 0 for the smallest p-value)."""
-    m = len(p_values)
-    if m == 0:
+    """Holm's step-down procedure (:func:`aipm_tracking.stats.holm`): per hypothesis (input
+    order) the Holm-adjusted p-value and the confidence level at which to ask for its interval
+    (``1 - alpha/(m - rank)`` while Holm rejects, the stopping level after)."""
+    if len(p_values) == 0:
         return [], []
-    try:
-        from .stats import holm
-    except ImportError:  # TEMPORARY until stats.holm lands (the lead is told)
-        holm = _holm_interim
-    adjusted = [float(x) for x in holm(list(p_values))]
-    order = sorted(range(m), key=lambda i: (p_values[i], i))
-    levels = [0.0] * m
-    for rank, i in enumerate(order):
-        levels[i] = 1.0 - alpha / (m - rank)
-    return adjusted, levels
+    from .stats import holm
 
-
-def _holm_interim(p_values: Sequence[float]) -> list[float]:
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    out, run = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        run = max(run, min(1.0, (m - rank) * p_values[i]))
-        out[i] = run
-    return out
+    res = holm(list(p_values), alpha)
+    return [float(x) for x in res.p_adjusted], [float(x) for x in res.level]
 
 
 # -- one guardrail ---------------------------------------------------------------------------
@@ -161,7 +144,7 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
     use_ci = ci is not None and ctx.gate != "point"
     notes: list[str] = []
     if ci is None and ctx.gate != "point":
-        notes.append(f"point estimates only ({est.reason or 'no per-example data'})")
+        notes.append("point estimates only" + (f": {est.reason}" if est.reason else ""))
     p_txt = "" if p is None else f"p={p:.3g}" + ("" if ctx.p_adj is None or ctx.p_adj == p
                                                  else f", Holm-adjusted {ctx.p_adj:.3g}")
     verdict, reason = "pass", ""
