@@ -1,0 +1,396 @@
+"""aipm.Tracker: values of every kind, background delivery, outages, guardrails, ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import aipm_tracking as aipm
+from aipm_tracking import hookimpl, plugins
+from aipm_tracking.backends.base import BackendOptions
+from aipm_tracking.backends.local import LocalBackend
+from aipm_tracking.errors import AipmWarning, BackendError, UsageError
+
+
+def local(store: Path) -> LocalBackend:
+    return LocalBackend(BackendOptions(store=str(store)))
+
+
+def series(store: Path, ref: str) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for p in local(store).read_history(ref):
+        out.setdefault(p.key, []).append((p.step, p.value))
+    return out
+
+
+def wait_for(cond: Any, timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class Flaky(LocalBackend):
+    """The real local store behind a switch: ``down`` makes every call fail (an outage)."""
+
+    down: ClassVar[bool] = False
+    start_down: ClassVar[bool] = False
+    alerts: ClassVar[list[tuple[str, str]]] = []
+    calls: ClassVar[int] = 0
+
+    def start_run(self, record: Any, target: str | None = None) -> str:
+        if Flaky.start_down:
+            raise BackendError("server unreachable (test)")
+        return super().start_run(record, target)
+
+    def log_points(self, ref: str, points: Any) -> None:
+        Flaky.calls += 1
+        if Flaky.down:
+            raise BackendError("server unreachable (test)")
+        super().log_points(ref, points)
+
+    def alert(self, title: str, text: str) -> None:
+        Flaky.alerts.append((title, text))
+
+
+class FlakyPlugin:
+    @hookimpl
+    def aipm_register_backends(self, register: Any) -> None:
+        register("flaky", Flaky)
+
+
+@pytest.fixture
+def flaky() -> type[Flaky]:
+    Flaky.down = Flaky.start_down = False
+    Flaky.alerts = []
+    Flaky.calls = 0
+    plugins.get_plugin_manager().register(FlakyPlugin(), name="flaky-test")
+    return Flaky
+
+
+class FakeJaxArray:
+    """Stands in for a jax.Array (jax is not installed here): only its module name and
+    ``__float__`` matter to the duck-typed check, which never imports jax."""
+
+    __module__ = "jaxlib._jax"
+
+    def __init__(self, v: float) -> None:
+        self.v = v
+
+    def __float__(self) -> float:
+        return self.v
+
+
+def test_every_value_kind_round_trips(store: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    arr = np.array(2.5)
+    w = torch.nn.Parameter(torch.tensor(3.0))
+    with aipm.Tracker(to="local", model="m", model_version="1",
+                      spool_dir=tmp_path / "sp") as tr:
+        assert tr.ref and tr.ref.startswith("local:")
+        tr.log(step=0, a=1.5, b=7, c=True, d=np.float32(0.25), e=np.int64(9), f=arr,
+               g=w * 2, h=torch.tensor([4.0]), j=FakeJaxArray(6.5))
+        arr[...] = 99.0  # a mutable 0-d array is copied at log time
+        tr.log(loss=0.5)  # step defaults to the next one
+        tr.log_dict({"val/acc": 0.75}, step=10)
+        tr.log(loss=0.25)
+    got = series(store, tr.ref)
+    assert got == {"a": [(0, 1.5)], "b": [(0, 7.0)], "c": [(0, 1.0)], "d": [(0, 0.25)],
+                   "e": [(0, 9.0)], "f": [(0, 2.5)], "g": [(0, 6.0)], "h": [(0, 4.0)],
+                   "j": [(0, 6.5)], "loss": [(1, 0.5), (11, 0.25)], "val/acc": [(10, 0.75)]}
+    rec = local(store).read_run(tr.ref)
+    assert rec.status == "finished" and rec.model.version == "1"
+    assert rec.metric("loss") == 0.25 and rec.metric("g") == 6.0  # last values as summary
+    assert not list((tmp_path / "sp").iterdir())  # delivered: spool removed
+
+
+def test_bad_values_are_usage_errors(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    with aipm.Tracker(spool_dir=tmp_path / "sp") as tr:
+        with pytest.raises(UsageError, match="'name' is a str"):
+            tr.log(step=0, name="x")
+        with pytest.raises(UsageError, match=r"'v' is a tensor of shape \(3,\)"):
+            tr.log(step=0, v=torch.ones(3))
+        with pytest.raises(UsageError, match="'a' is an array"):
+            tr.log(step=0, a=np.ones(2))
+
+
+def test_background_thread_delivers_while_training(store: Path, tmp_path: Path) -> None:
+    with aipm.Tracker(flush_every_s=0.05, spool_dir=tmp_path / "sp") as tr:
+        for i in range(100):
+            tr.log(step=i, loss=1.0 / (i + 1))
+        assert wait_for(lambda: len(local(store).read_history(tr.ref)) == 100)
+        assert local(store).read_run(tr.ref).status == "running"
+        # the spool holds the points and records them as acknowledged
+        assert wait_for(lambda: tr._spool.state.acked == tr._spool.offset)
+    assert local(store).read_run(tr.ref).status == "finished"
+
+
+def test_flush_every_n_wakes_the_thread(store: Path, tmp_path: Path) -> None:
+    with aipm.Tracker(flush_every_s=3600, flush_every_n=20, spool_dir=tmp_path / "sp") as tr:
+        for i in range(10):
+            tr.log(step=i, a=i, b=-i)
+        assert wait_for(lambda: len(local(store).read_history(tr.ref)) == 20)
+
+
+def test_outage_is_retried_and_backlog_replayed_once(store: Path, tmp_path: Path,
+                                                     flaky: type[Flaky]) -> None:
+    with aipm.Tracker(to="flaky", flush_every_s=3600, spool_dir=tmp_path / "sp") as tr:
+        tr.log(step=0, loss=1.0)
+        tr.flush()
+        flaky.down = True
+        with pytest.warns(AipmWarning, match="failed sending points.*retried"):
+            for i in range(1, 50):
+                tr.log(step=i, loss=float(i))  # training goes on
+            tr.flush()
+        tr.log(step=50, loss=50.0)
+        tr.flush()  # still down
+        assert len(local(store).read_history(tr.ref)) == 1
+        flaky.down = False
+        with pytest.warns(AipmWarning, match="is back"):
+            tr.flush()
+        steps = [p.step for p in local(store).read_history(tr.ref)]
+        assert steps == list(range(51))
+        tr.log(step=51, loss=51.0)
+    assert [s for s, _v in series(store, tr.ref)["loss"]] == list(range(52))
+
+
+def test_backoff_spaces_retries(tmp_path: Path, flaky: type[Flaky]) -> None:
+    flaky.down = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = aipm.Tracker(to="flaky", flush_every_s=0.02, spool_dir=tmp_path / "sp",
+                          finish_timeout_s=0.1)
+        for i in range(5):
+            tr.log(step=i, loss=float(i))
+        time.sleep(1.0)  # ~50 flush intervals; backoff 0.5 s, 1 s ... allows about 2 tries
+        calls = flaky.calls
+        tr.finish()
+    assert 1 <= calls <= 4
+    assert tr.spool_path is not None and tr.spool_path.exists()  # left for 'aipm sync'
+
+
+def test_backend_down_at_start_gets_ref_later(store: Path, tmp_path: Path,
+                                              flaky: type[Flaky]) -> None:
+    flaky.start_down = True
+    with pytest.warns(AipmWarning, match="failed creating the run"):
+        tr = aipm.Tracker(to="flaky", flush_every_s=3600, spool_dir=tmp_path / "sp")
+    assert tr.ref is None and tr.run_id
+    tr.log(step=0, loss=1.0)
+    tr.flush()
+    assert tr.ref is None
+    flaky.start_down = False
+    tr.log(step=1, loss=2.0)
+    tr.finish()
+    assert tr.ref is not None
+    assert series(store, tr.ref) == {"loss": [(0, 1.0), (1, 2.0)]}
+
+
+def test_failed_status_when_the_block_raises(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with aipm.Tracker(spool_dir=tmp_path / "sp") as tr:
+            tr.log(step=0, loss=1.0)
+            raise RuntimeError("diverged")
+    rec = local(store).read_run(tr.ref)
+    assert rec.status == "failed" and rec.finished_at
+
+
+def test_rows_keep_order_behind_an_unread_device_value(store: Path, tmp_path: Path) -> None:
+    """A row whose device value is not read yet holds back later rows (monotonic steps)."""
+    from aipm_tracking import tracker as tmod
+
+    with aipm.Tracker(flush_every_s=3600, spool_dir=tmp_path / "sp") as tr:
+        tr.log(step=0, loss=1.0)
+        slot = [tmod._UNSET]
+        tr._rows.append((1, time.time(), {"loss": slot, "lr": 0.1}))
+        tr.log(step=2, loss=3.0)
+        tr.flush()
+        assert [p.step for p in local(store).read_history(tr.ref)] == [0]
+        slot[0] = 2.0  # what the background thread does once the CUDA event completes
+        tr.flush()
+        assert series(store, tr.ref) == {"loss": [(0, 1.0), (1, 2.0), (2, 3.0)],
+                                         "lr": [(1, 0.1)]}
+
+
+def eval_table(n: int, acc: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    wrong = rng.random(n) > acc
+    pred = np.where(wrong, (label + 1) % 3, label)
+    return pd.DataFrame({"example_id": np.arange(n), "label": label, "prediction": pred,
+                         "confidence": rng.uniform(0.3, 1.0, n)})
+
+
+def test_log_eval_warns_on_breach_and_alerts(store: Path, tmp_path: Path,
+                                             flaky: type[Flaky]) -> None:
+    from sklearn.metrics import accuracy_score
+
+    g = {"version": 1, "name": "bot", "fallback_threshold": 0.5,
+         "metrics": {"accuracy": {"min": 0.8}, "ece": {"max": 0.9}}}
+    good, bad = eval_table(400, 0.95, 1), eval_table(400, 0.6, 2)
+    with aipm.Tracker(to="flaky", guardrails=g, flush_every_s=3600,
+                      spool_dir=tmp_path / "sp") as tr:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AipmWarning)
+            res = tr.log_eval(good, step=100)
+        assert res is not None
+        assert res.metrics["accuracy"] == pytest.approx(
+            accuracy_score(good["label"], good["prediction"]))
+        with pytest.warns(AipmWarning, match=r"accuracy = 0\.\d+ at step 200 breaches the "
+                                             r"guardrail 'accuracy: min 0\.8'"):
+            tr.log_eval(bad, step=200)
+        with warnings.catch_warnings():  # still breached: no second warning
+            warnings.simplefilter("error", AipmWarning)
+            tr.log_eval(bad, step=300)
+        tr.flush()
+        assert len(flaky.alerts) == 1 and "accuracy" in flaky.alerts[0][0]
+        assert "breaches the guardrail" in flaky.alerts[0][1]
+    rec = local(store).read_run(tr.ref)
+    assert rec.metric("accuracy") == pytest.approx(
+        accuracy_score(bad["label"], bad["prediction"]))
+    assert rec.guardrails_hash and rec.examples is not None and len(rec.examples) == 400
+    assert [b["step"] for b in rec.details["guardrail_breaches"]] == [200, 300]
+    acc_series = series(store, tr.ref)["accuracy"]
+    assert [s for s, _v in acc_series] == [100, 200, 300]
+
+
+def test_rank_gating(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    with aipm.Tracker(spool_dir=tmp_path / "sp") as tr:
+        assert tr.rank == 1 and not tr.is_writer and tr.ref is None
+        tr.log(step=0, loss=1.0)
+        assert tr.log_eval(eval_table(10, 0.9, 0)) is None
+    assert not store.exists() and not (tmp_path / "sp").exists()
+    with aipm.Tracker(run_name="r", spool_dir=tmp_path / "sp", all_ranks=True) as tr1:
+        tr1.log(step=0, loss=1.0)
+    rec = local(store).read_run(tr1.ref)
+    assert rec.name == "r-rank1" and rec.tags["aipm.rank"] == "1"
+    with aipm.Tracker(spool_dir=tmp_path / "sp", rank=0) as tr0:  # explicit rank wins
+        assert tr0.is_writer and tr0.ref
+
+
+def test_old_spool_is_replayed_on_next_start(store: Path, tmp_path: Path,
+                                             flaky: type[Flaky]) -> None:
+    flaky.down = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with aipm.Tracker(to="flaky", spool_dir=tmp_path / "sp", finish_timeout_s=0.1) as old:
+            old.log(step=0, loss=1.0)
+    assert old.spool_path is not None and old.spool_path.exists()
+    flaky.down = False
+    with aipm.Tracker(to="flaky", spool_dir=tmp_path / "sp") as new:
+        new.log(step=0, loss=2.0)
+        assert wait_for(lambda: not old.spool_path.exists())
+    assert series(store, old.ref) == {"loss": [(0, 1.0)]}
+    assert local(store).read_run(old.ref).status == "finished"
+
+
+DIST_CHILD = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import torch.distributed as dist
+    import aipm_tracking as aipm
+    from aipm_tracking.accumulate import EvalAccumulator
+
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[1],
+                            rank=int(sys.argv[2]), world_size=2)
+    rank = dist.get_rank()
+    data = np.load(sys.argv[3])
+    half = slice(0, 300) if rank == 0 else slice(300, None)
+    acc = EvalAccumulator(0.5)
+    acc.update({"correct": data["label"][half] == data["pred"][half],
+                "label": data["label"][half].astype(str),
+                "prediction": data["pred"][half].astype(str),
+                "confidence": data["conf"][half]})
+    with aipm.Tracker(model="ddp", spool_dir=sys.argv[4]) as tr:
+        tr.log(step=0, loss=float(rank))
+        res = tr.merge_eval(acc, step=1)
+    print(json.dumps({"rank": rank, "ref": tr.ref,
+                      "acc": None if res is None else res.metrics["accuracy"],
+                      "n": None if res is None else res.n_examples}), flush=True)
+    dist.destroy_process_group()
+''')
+
+
+@pytest.mark.slow
+def test_merge_eval_over_two_gloo_ranks(store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch.distributed")
+    from sklearn.metrics import accuracy_score
+
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 4, 700)
+    pred = np.where(rng.random(700) < 0.8, label, (label + 1) % 4)
+    np.savez(tmp_path / "data.npz", label=label, pred=pred, conf=rng.uniform(0, 1, 700))
+    script = tmp_path / "child.py"
+    script.write_text(DIST_CHILD)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    procs = [subprocess.Popen([sys.executable, str(script), port, str(r),
+                               str(tmp_path / "data.npz"), str(tmp_path / "sp")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    r0, r1 = (json.loads(o[0].strip().splitlines()[-1]) for o in outs)
+    assert r1 == {"rank": 1, "ref": None, "acc": None, "n": None}
+    assert r0["n"] == 700
+    assert r0["acc"] == pytest.approx(accuracy_score(label, pred))
+    runs = list(local(store).list_runs())
+    assert [r.ref for r in runs] == [r0["ref"]]  # rank 1 wrote nothing
+    rec = local(store).read_run(r0["ref"])
+    assert rec.metric("accuracy") == pytest.approx(accuracy_score(label, pred))
+    assert rec.metric("n_examples") == 700
+    assert series(store, r0["ref"])["loss"] == [(0, 0.0)]
+
+
+def test_cuda_values_without_per_step_sync(store: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine (runs on the GPU machine)")
+    model = torch.nn.Linear(64, 1).cuda()
+    x = torch.randn(32, 64, device="cuda")
+    expected: list[torch.Tensor] = []
+    with aipm.Tracker(flush_every_s=3600, readback_every=16, spool_dir=tmp_path / "sp") as tr:
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising call inside raises
+        try:
+            for i in range(100):
+                loss = model(x).pow(2).mean()
+                loss.backward()
+                expected.append(loss.detach().clone())
+                tr.log(step=i, loss=loss, half=loss.to(torch.bfloat16), lr=0.01 * i)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    got = series(store, tr.ref)
+    want = torch.stack(expected).double().tolist()
+    assert [s for s, _ in got["loss"]] == list(range(100))
+    assert [v for _, v in got["loss"]] == want
+    halfs = torch.stack(expected).to(torch.bfloat16).double().tolist()
+    assert [v for _, v in got["half"]] == halfs
+    assert got["lr"][-1] == (99, 0.99)
+
+
+def test_log_never_touches_io(tmp_path: Path) -> None:
+    """The hot path must not write: with the thread's flush disabled nothing reaches disk."""
+    with aipm.Tracker(flush_every_s=3600, flush_every_n=10**9, spool_dir=tmp_path / "sp") as tr:
+        assert tr.spool_path is not None
+        size = tr.spool_path.stat().st_size
+        for i in range(1000):
+            tr.log(step=i, loss=0.5, lr=0.1, grad_norm=1.0)
+        assert tr.spool_path.stat().st_size == size
+        assert len(tr._rows) == 1000
