@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import operator
 import os
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,54 +55,6 @@ def aipm_register_backends(register: Callable[[str, Any], None]) -> None:
 def new_run_id() -> str:
     """A fresh id: compact UTC timestamp + 12 random hex digits (sortable, RUN_ID_RE-valid)."""
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
-
-
-def _created_ts(created_at: str | None) -> float:
-    """Sort key for ``created_at`` (ISO-8601); unparsable text sorts as 'now'."""
-    if created_at:
-        try:
-            dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-            return dt.timestamp()
-        except ValueError:
-            pass
-    return time.time()
-
-
-def _jsonable(value: Any, where: str) -> Any:
-    """A JSON-safe copy: numpy scalars/arrays -> Python, NaN/inf -> None; else DataError."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
-    if callable(tolist):
-        return _jsonable(tolist(), where)
-    raise DataError(f"run record key '{where}' holds a {type(value).__name__}, "
-                    f"which cannot be stored as JSON")
-
-
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _as_step(step: Any) -> int:
-    """An integer step (numpy ints and integral floats accepted)."""
-    try:
-        return operator.index(step)
-    except TypeError:
-        f = float(step)
-        if not f.is_integer():
-            raise ValueError(f"step must be an integer, got {step!r}") from None
-        return int(f)
 
 
 def _to_arrow(df: Any) -> pa.Table:
@@ -223,7 +172,7 @@ class LocalBackend(BaseBackend):
             raise UsageError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
         rec = dataclasses.replace(record, config=redact_config(dict(record.config)),
                                   status=status, examples=None)
-        d = _jsonable(rec.to_dict(), "record")
+        d = local_db.jsonable(rec.to_dict(), "record")
         d["has_examples"] = record.examples is not None
         return d
 
@@ -256,13 +205,13 @@ class LocalBackend(BaseBackend):
             "status = excluded.status, guardrails_hash = excluded.guardrails_hash, "
             "record = excluded.record, has_examples = excluded.has_examples",
             (run_id, d["name"], model["name"], model["version"], json.dumps(d["dataset"]),
-             d["created_at"], _created_ts(d["created_at"]), d["finished_at"], d["status"],
+             d["created_at"], local_db.created_ts(d["created_at"]), d["finished_at"], d["status"],
              d["guardrails_hash"], json.dumps(d, allow_nan=False), int(d["has_examples"])))
         conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
         conn.executemany(
             "INSERT INTO metrics (run_id, name, value, ci_lo, ci_hi, n) VALUES (?, ?, ?, ?, ?, ?)",
-            [(run_id, str(k), _finite(mv.value),
-              _finite(mv.ci[0]) if mv.ci else None, _finite(mv.ci[1]) if mv.ci else None,
+            [(run_id, str(k), local_db.finite(mv.value),
+              local_db.finite(mv.ci[0]) if mv.ci else None, local_db.finite(mv.ci[1]) if mv.ci else None,
               int(mv.n) if mv.n is not None else None) for k, mv in record.metrics.items()])
         conn.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
         conn.executemany("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)",
@@ -459,7 +408,7 @@ class LocalBackend(BaseBackend):
                 key, value, step, ts = p
                 if not isinstance(key, str) or not key:
                     raise TypeError("key must be a non-empty string")
-                row = (run_id, key, _as_step(step), None if value is None else float(value),
+                row = (run_id, key, local_db.as_step(step), None if value is None else float(value),
                        float(ts))
             except (TypeError, ValueError) as e:
                 raise UsageError(f"point {i} of run '{run_id}' is not "

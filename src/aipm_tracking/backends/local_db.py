@@ -16,19 +16,25 @@ replaces itself instead of appearing twice.
 :func:`compile_filter` turns the small ``list_runs`` filter language
 (``metrics.accuracy > 0.9 and model = "bot"``) into a parameterised SQL condition: values
 become ``?`` parameters and column names come from a fixed whitelist, never from the text.
+The small value helpers at the end (``jsonable``, ``finite``, ``as_step``, ``created_ts``)
+shape what goes into a row.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError, UsageError
+from ..errors import DataError, StoreError, UsageError
 from ..schema import utc_now
 
 BUSY_TIMEOUT_S = 30.0
@@ -250,3 +256,54 @@ def compile_filter(text: str | None) -> tuple[str, list[Any]]:
         pos = a.end()
     return " AND ".join(f"({c})" for c in conds), params
 
+
+# -- values ---------------------------------------------------------------------------
+
+
+def created_ts(created_at: str | None) -> float:
+    """Sort key for ``created_at`` (ISO-8601); unparsable text sorts as 'now'."""
+    if created_at:
+        try:
+            dt = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return dt.timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def jsonable(value: Any, where: str) -> Any:
+    """A JSON-safe copy: numpy scalars/arrays -> Python, NaN/inf -> None; else DataError."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return jsonable(tolist(), where)
+    raise DataError(f"run record key '{where}' holds a {type(value).__name__}, "
+                    f"which cannot be stored as JSON")
+
+
+def finite(x: float | None) -> float | None:
+    """``float(x)``, with NaN/inf (and None) as None (SQL NULL)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def as_step(step: Any) -> int:
+    """An integer step (numpy ints and integral floats accepted)."""
+    try:
+        return operator.index(step)
+    except TypeError:
+        f = float(step)
+        if not f.is_integer():
+            raise ValueError(f"step must be an integer, got {step!r}") from None
+        return int(f)
