@@ -27,6 +27,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "plugins": "info:plugins_cmd",
     "metrics": "info:metrics_cmd",
     "demo": "demo:demo_cmd",
+    "thresholds": "thresholds:thresholds_cmd",
     "sync": "sync:sync_cmd",
 }
 

@@ -38,7 +38,7 @@ from .accumulate import FINE_BINS, EvalAccumulator
 from .errors import DataError, UsageError
 from .pricing import Pricing
 from .schema import DataIssue, EvalResult, MetricValue
-from .selective import aurc
+from .selective import aurc, recommend_from_groups, recommend_threshold
 
 __all__ = ["evaluate", "ece_mce", "brier", "aurc", "reliability_bins", "FINE_BINS"]
 
@@ -255,8 +255,13 @@ def _apply_mix(acc: EvalAccumulator, res: EvalResult, mix: Mapping[str, float], 
 
 # -- evaluate --------------------------------------------------------------------------------
 def _finish(acc: EvalAccumulator, src: str, found: list[DataIssue], notes: dict[str, str],
-            traffic_mix: Mapping[str, float] | None) -> EvalResult:
+            traffic_mix: Mapping[str, float] | None, max_risk: float | None = None,
+            risk_alpha: float = 0.05) -> EvalResult:
     res = acc.result()
+    if max_risk is not None and {"correct", "confidence"} <= acc.has:
+        g, exact = acc.selection_groups()
+        rec = recommend_from_groups(g, max_risk, risk_alpha, exact=exact)
+        res.details["threshold_recommendation"] = rec.to_dict()
     res.source = src
     res.issues = found
     res.details["data_issues"] = [i.to_dict() for i in found]
@@ -280,7 +285,7 @@ def _usable(columns: Iterable[str], src: str) -> None:
 
 def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing | None,
                drop: bool, keep_examples: bool, traffic_mix: Mapping[str, float] | None,
-               slice_column: str) -> EvalResult:
+               slice_column: str, max_risk: float | None, risk_alpha: float) -> EvalResult:
     if slice_column != "slice" and slice_column in df.columns:
         if "slice" in df.columns:
             raise DataError(f"{src}: both 'slice' and slice column '{slice_column}' exist")
@@ -294,6 +299,10 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     acc = EvalAccumulator(fallback_threshold, exact_rows=None)
     acc.update(cols)
     res = _finish(acc, src, found, notes, traffic_mix)
+    if max_risk is not None and "correct" in cols and "confidence" in cols:
+        rec = recommend_threshold(cols["correct"], cols["confidence"], max_risk, risk_alpha,
+                                  cols.get("cost_usd"))
+        res.details["threshold_recommendation"] = rec.to_dict()
     if keep_examples:
         ex = df if keep is None else df[keep]
         extra: dict[str, np.ndarray] = {k: cols[k] for k in ("correct", "fallback") if k in cols}
@@ -307,7 +316,8 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
 
 def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_threshold: float,
               pricing: Pricing | None, drop: bool, chunk_rows: int,
-              traffic_mix: Mapping[str, float] | None, slice_column: str) -> EvalResult:
+              traffic_mix: Mapping[str, float] | None, slice_column: str,
+              max_risk: float | None, risk_alpha: float) -> EvalResult:
     cmap = dict(column_map or {})
     if slice_column != "slice":
         cmap.setdefault(slice_column, "slice")
@@ -337,14 +347,15 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
         if not issues.found or drop:
             acc.update(cols)
     found = _raise_or_record(issues, path, drop)
-    return _finish(acc, path, found, notes, traffic_mix)
+    return _finish(acc, path, found, notes, traffic_mix, max_risk, risk_alpha)
 
 
 def evaluate(table: Any, *, fallback_threshold: float = 0.5,
              column_map: Mapping[str, str] | None = None, slice_column: str = "slice",
              traffic_mix: Mapping[str, float] | None = None, pricing: Pricing | None = None,
              drop_bad_rows: bool = False, keep_examples: bool = True,
-             chunk_rows: int | None = None) -> EvalResult:
+             chunk_rows: int | None = None, max_risk: float | None = None,
+             risk_alpha: float = 0.05) -> EvalResult:
     """Per-example table -> :class:`EvalResult` with every DESIGN §4 metric its columns allow.
 
     ``table``: a pandas DataFrame, a pyarrow Table, or a path to .csv/.parquet/.jsonl.
@@ -356,7 +367,10 @@ def evaluate(table: Any, *, fallback_threshold: float = 0.5,
     reduce to ``sum_s w_s rate_s``). ``pricing``: derive ``cost_usd`` from token counts.
     ``drop_bad_rows``: drop and report bad rows instead of raising. ``keep_examples``: keep the
     per-example table (never in streaming mode). ``chunk_rows``: force streaming of a file with
-    this chunk size (default: automatic, see the module docstring).
+    this chunk size (default: automatic, see the module docstring). ``max_risk``: also put
+    a fallback-threshold recommendation (:mod:`aipm_tracking.selective`, one-sided
+    ``1 - risk_alpha`` Wilson bound) in ``details["threshold_recommendation"]``; exact in
+    memory, on the 1/61,440 confidence grid when streaming.
     """
     if not 0.0 <= float(fallback_threshold) <= 1.0:
         raise UsageError(f"fallback_threshold must be in [0, 1], got {fallback_threshold}")
@@ -369,8 +383,10 @@ def evaluate(table: Any, *, fallback_threshold: float = 0.5,
             return _streamed(path, column_map, fallback_threshold=fallback_threshold,
                              pricing=pricing, drop=drop_bad_rows,
                              chunk_rows=chunk_rows or tables.DEFAULT_CHUNK_ROWS,
-                             traffic_mix=traffic_mix, slice_column=slice_column)
+                             traffic_mix=traffic_mix, slice_column=slice_column,
+                             max_risk=max_risk, risk_alpha=risk_alpha)
     df, src = tables.load_table(table, column_map)
     return _in_memory(df, src, fallback_threshold=float(fallback_threshold), pricing=pricing,
                       drop=drop_bad_rows, keep_examples=keep_examples,
-                      traffic_mix=traffic_mix, slice_column=slice_column)
+                      traffic_mix=traffic_mix, slice_column=slice_column,
+                      max_risk=max_risk, risk_alpha=risk_alpha)
