@@ -597,3 +597,35 @@ def test_cli_compare_usage_errors(stored: dict[str, str], tmp_path: Path,
     bad.write_text("version: 1\nmetrics:\n  latency_ms_p95: {max_regression: \"10 %\"}\n")
     assert _main("compare", b, c, "--guardrails", str(bad)) == 2
     assert f"{bad}:3: metrics.latency_ms_p95.max_regression" in capsys.readouterr().err
+
+
+def test_cli_compare_to_a_backend(stored: dict[str, str],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--to hands the comparison to the backend's write_comparison (a test plugin backend)."""
+    from aipm_tracking import hookimpl, plugins
+    from aipm_tracking.backends.base import BaseBackend
+
+    written: list[tuple[Any, Any]] = []
+
+    class MemBackend(BaseBackend):
+        scheme = "memtest"
+
+        def __init__(self, options: Any) -> None:
+            self.options = options
+
+        def write_comparison(self, comparison: Any, target: str | None = None) -> str:
+            written.append((comparison, target))
+            return f"memtest:{target}/cmp-1"
+
+    class Plugin:
+        @hookimpl
+        def aipm_register_backends(self, register: Any) -> None:
+            register("memtest", MemBackend)
+
+    plugins.get_plugin_manager().register(Plugin(), name="test-memtest")
+    code = _main("compare", stored["base"], stored["cand"], "--guardrails", stored["g"],
+                 "--to", "memtest:team/proj", "--format", "json")
+    assert code == 1
+    assert len(written) == 1 and written[0][1] == "team/proj"
+    assert written[0][0].exit_code == 1
+    assert "memtest:team/proj/cmp-1" in capsys.readouterr().err

@@ -336,3 +336,14 @@ def test_cli_init_writes_a_valid_file_and_refuses_to_overwrite(
     assert _main("guardrails", "init", "-o", str(out), "--force") == 0
     assert out.read_text() == text
     assert [p.name for p in tmp_path.iterdir()] == ["g.yaml"]  # no temp files left
+
+
+def test_docs_reference_example_validates() -> None:
+    text = (REPO / "docs" / "guardrails.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    g = parse(block, "docs/guardrails.md")
+    assert g.traffic_mix == pytest.approx({"de": 0.3, "en": 0.7})
+    assert g.pricing == Pricing(0.5, 1.5)
+    assert g.get("psi_confidence") is not None
+    # the documented example file is this block without the last three keys
+    assert "psi_confidence" not in EXAMPLE.read_text()
