@@ -73,12 +73,12 @@ def drift_report(base_examples: Any, cand_examples: Any, reference: Any = None, 
     out: dict[str, float] = {}
 
     def add(name: str, a: Any, b: Any) -> None:
-        for col, fn in (("confidence", psi), ("prediction", psi_categorical),
-                        ("slice", psi_categorical)):
+        for col in ("confidence", "prediction", "slice"):
             if a is None or b is None or col not in a.columns or col not in b.columns:
                 continue
-            v = (fn(a[col].to_numpy(), b[col].to_numpy(), n_bins, floor) if fn is psi
-                 else fn(a[col].to_numpy(), b[col].to_numpy(), floor))
+            x, y = a[col].to_numpy(), b[col].to_numpy()
+            v = (psi(x, y, n_bins, floor) if col == "confidence"
+                 else psi_categorical(x, y, floor))
             if np.isfinite(v):
                 out[name.format(col)] = v
 
