@@ -631,3 +631,22 @@ def test_filter_fuzz_only_usage_errors(backend: LocalBackend, store_dir: Path) -
 
     check()
     assert snapshot(store_dir) == before
+
+
+def test_failed_finish_keeps_the_previous_table(backend: LocalBackend, store_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    df = examples_frame(10)
+    ref = backend.write_run(make_record("a", examples=df))
+    before = snapshot(store_dir)
+
+    def failing_insert(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(LocalBackend, "_insert", failing_insert)
+    with pytest.raises(StoreError):
+        backend.finish_run(ref, "finished", make_record("b", examples=examples_frame(3, seed=9)))
+    monkeypatch.undo()
+    assert snapshot(store_dir) == before  # old table back in place, no temp/backup files
+    got = backend.read_run(ref)
+    assert got.name == "a"
+    pd.testing.assert_frame_equal(got.examples, df)

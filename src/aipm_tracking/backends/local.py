@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -192,8 +193,7 @@ class LocalBackend(BaseBackend):
 
     def _insert(self, conn: sqlite3.Connection, d: dict[str, Any], record: RunRecord) -> None:
         """Insert/replace a run's rows (inside the caller's transaction)."""
-        run_id = d["run_id"]
-        model = d["model"]
+        run_id, model, finite = d["run_id"], d["model"], local_db.finite
         conn.execute(
             "INSERT INTO runs (run_id, name, model_name, model_version, dataset, "
             "created_at, created_ts, finished_at, status, guardrails_hash, record, has_examples) "
@@ -210,9 +210,9 @@ class LocalBackend(BaseBackend):
         conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
         conn.executemany(
             "INSERT INTO metrics (run_id, name, value, ci_lo, ci_hi, n) VALUES (?, ?, ?, ?, ?, ?)",
-            [(run_id, str(k), local_db.finite(mv.value),
-              local_db.finite(mv.ci[0]) if mv.ci else None, local_db.finite(mv.ci[1]) if mv.ci else None,
-              int(mv.n) if mv.n is not None else None) for k, mv in record.metrics.items()])
+            [(run_id, str(k), finite(mv.value), finite(mv.ci[0]) if mv.ci else None,
+              finite(mv.ci[1]) if mv.ci else None, int(mv.n) if mv.n is not None else None)
+             for k, mv in record.metrics.items()])
         conn.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
         conn.executemany("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)",
                          [(run_id, str(k), str(v)) for k, v in record.tags.items()])
@@ -247,8 +247,13 @@ class LocalBackend(BaseBackend):
                 if tmp is not None:
                     path = self.examples_path(run_id)
                     if existing is not None and path.exists():
+                        # a second name for the old table: readers keep seeing a file at
+                        # `path` (os.replace swaps it atomically), and a failure restores it
                         backup = (path.with_name(f".bak-{secrets.token_hex(8)}.parquet"), path)
-                        os.replace(path, backup[0])
+                        try:
+                            os.link(path, backup[0])
+                        except OSError:
+                            shutil.copy2(path, backup[0])
                     os.replace(tmp, path)
                     tmp, final = None, path
                 self._insert(conn, d, record)
