@@ -650,3 +650,18 @@ def test_failed_finish_keeps_the_previous_table(backend: LocalBackend, store_dir
     got = backend.read_run(ref)
     assert got.name == "a"
     pd.testing.assert_frame_equal(got.examples, df)
+
+
+def test_stale_temp_files_of_a_killed_writer_are_swept(store_dir: Path) -> None:
+    ex = store_dir / "examples"
+    ex.mkdir(parents=True)
+    old_tmp, old_bak, fresh = ex / ".tmp-dead.parquet", ex / ".bak-dead.parquet", \
+        ex / ".tmp-inflight.parquet"
+    for p in (old_tmp, old_bak, fresh):
+        p.write_bytes(b"partial")
+    for p in (old_tmp, old_bak):
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    with LocalBackend(BackendOptions(store=str(store_dir))) as b:
+        ref = b.write_run(make_record(examples=examples_frame(3)))
+    assert sorted(p.name for p in ex.iterdir()) == sorted(
+        [".tmp-inflight.parquet", f"{ref.split(':')[1]}.parquet"])

@@ -123,7 +123,19 @@ class LocalBackend(BaseBackend):
                                      f"{e.strerror or e}") from None
             self._conn = local_db.connect(self.db_path)
             self._pid = os.getpid()
+            if create:
+                self._sweep_temp_files()
             return self._conn
+
+    def _sweep_temp_files(self, max_age_s: float = 3600.0) -> None:
+        """Remove temp/backup tables a killed writer left behind (older than an hour)."""
+        cutoff = time.time() - max_age_s
+        try:
+            for p in self.examples_dir.glob(".*.parquet"):
+                if p.name.startswith((".tmp-", ".bak-")) and p.stat().st_mtime < cutoff:
+                    p.unlink(missing_ok=True)
+        except OSError:  # pragma: no cover - best effort
+            pass
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use)."""
