@@ -320,7 +320,6 @@ def _examples(n: int, acc: float, seed: int, conf_shift: float = 0.0) -> pd.Data
 
 
 def test_psi_guardrail_with_drift() -> None:
-    pytest.importorskip("aipm_tracking.drift", reason="the drift module is another helper's")
     g = G("metrics:\n  psi_confidence: {max: 0.2}\n")
     b_ex, same, shifted = _examples(4000, 0.8, 1), _examples(4000, 0.8, 2), \
         _examples(4000, 0.8, 3, conf_shift=-0.4)
@@ -629,3 +628,25 @@ def test_cli_compare_to_a_backend(stored: dict[str, str],
     assert len(written) == 1 and written[0][1] == "team/proj"
     assert written[0][0].exit_code == 1
     assert "memtest:team/proj/cmp-1" in capsys.readouterr().err
+
+
+def test_reference_sample_drift_is_guardrailable() -> None:
+    g = G("metrics:\n  psi_confidence_vs_reference: {direction: lower, max: 0.2}\n")
+    b, c = _examples(3000, 0.8, 1), _examples(3000, 0.8, 2)
+    prod = _examples(3000, 0.8, 4, conf_shift=-0.4)[["confidence", "slice"]]
+    cmp = compare_runs(rec({"accuracy": 0.8}, examples=b), rec({"accuracy": 0.8}, examples=c), g,
+                       reference_sample=prod)
+    assert verdicts(cmp) == {"psi_confidence_vs_reference": "breach"}
+    drift = cmp.details["drift"]
+    assert drift["psi_confidence_vs_reference"] > 0.2 > drift["psi_confidence"]
+    assert "psi_prediction_vs_reference" not in drift  # production has no prediction column
+    # independent PSI of the candidate's confidence against production (baseline-quantile bins)
+    edges = np.quantile(prod.confidence, np.linspace(0, 1, 11))
+    pb = np.histogram(np.clip(prod.confidence, edges[0], edges[-1]), edges)[0] / len(prod)
+    pc = np.histogram(np.clip(c.confidence, edges[0], edges[-1]), edges)[0] / len(c)
+    pb, pc = np.maximum(pb, 1e-4), np.maximum(pc, 1e-4)
+    assert drift["psi_confidence_vs_reference"] == pytest.approx(
+        float(np.sum((pc - pb) * np.log(pc / pb))), rel=1e-6)
+    no_cols = compare_runs(rec({"accuracy": 0.8}, examples=b), rec({"accuracy": 0.8}, examples=c),
+                           None, registry=REG, reference_sample=pd.DataFrame({"x": [1, 2]}))
+    assert any("--reference-sample" in w for w in no_cols.warnings)

@@ -408,22 +408,17 @@ def changed_examples(base: pd.DataFrame, cand: pd.DataFrame,
 
 def drift(base: pd.DataFrame, cand: pd.DataFrame, reference: pd.DataFrame | None,
           ) -> tuple[dict[str, Any] | None, dict[str, float], str | None]:
-    """``aipm_tracking.drift.drift_report`` when that module exists: (details, psi_* metrics,
-    warning)."""
-    try:
-        from .drift import drift_report  # type: ignore[attr-defined]
-    except ImportError:
-        return None, {}, None
+    """PSI of the two eval sets (and of the candidate against a production ``reference``):
+    (details, ``psi_*`` metrics the guardrails can bound, warning)."""
+    from .drift import drift_report
+
     rep = drift_report(base, cand, reference)
-    d = rep.to_dict() if hasattr(rep, "to_dict") else rep
-    if not isinstance(d, dict):
-        return None, {}, None
-    raw: Any = getattr(rep, "metrics", None)
-    if not isinstance(raw, Mapping):
-        raw = d.get("metrics") if isinstance(d.get("metrics"), Mapping) else d
-    psi = {str(k): float(v) for k, v in raw.items()
-           if str(k).startswith("psi_") and isinstance(v, (int, float)) and _finite(float(v))}
-    return d, psi, None
+    psi = {str(k): float(v) for k, v in rep.items() if str(k).startswith("psi_") and _finite(v)}
+    warning = None
+    if reference is not None and not any(k.endswith("_vs_reference") for k in psi):
+        warning = ("--reference-sample: no column in common with the eval sets "
+                   "(confidence, prediction, slice); no drift against it")
+    return dict(rep), psi, warning
 
 
 def cost_projection(base: RunRecord, cand: RunRecord, queries_per_day: float,
