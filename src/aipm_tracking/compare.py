@@ -330,7 +330,9 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
     by_metric = {m: (lv, pa) for m, lv, pa in zip(tested, levels, p_adj, strict=True)}
     rows = []
     for r in rails:
-        level, pa = by_metric.get(r.metric, (None, None))
+        e = ests.get(r.metric)
+        untested = (None, None) if e is None or e.ci_fn is None else (1.0 - alpha, None)
+        level, pa = by_metric.get(r.metric, untested)  # an interval without a p-value: 1-alpha
         rows.append(judge(r, ests.get(r.metric), _Ctx(gate, level, pa, g is None)))
     missing = [row.metric for row in rows if row.verdict == "inconclusive"]
     if missing and allow_missing:
