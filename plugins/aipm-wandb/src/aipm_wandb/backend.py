@@ -262,9 +262,9 @@ class WandbBackend(BaseBackend):
             writer.write_record(run, record, self._baseline_examples(record))
             ref = writer.run_ref(run)
         except BaseException:
-            run.finish(exit_code=1)
+            writer.finish(run, 1)
             raise
-        run.finish(exit_code=0)
+        writer.finish(run, 0)
         return ref
 
     def start_run(self, record: RunRecord, target: str | None = None) -> str:
@@ -303,7 +303,7 @@ class WandbBackend(BaseBackend):
             if record is not None:
                 writer.write_record(run, record, self._baseline_examples(record))
         finally:
-            run.finish(exit_code=0 if status == "finished" else 1)
+            writer.finish(run, 0 if status == "finished" else 1)
             self._live.pop(key, None)
 
     def write_comparison(self, comparison: Comparison, target: str | None = None) -> str:

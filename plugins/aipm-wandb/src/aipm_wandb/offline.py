@@ -78,6 +78,25 @@ def is_local_run(path: str) -> bool:
     return True
 
 
+def has_exit_record(run_dir: str) -> bool:
+    """True once the run's log holds an ``exit`` record (the run's end was written)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    try:
+        _, log_path = find_log(run_dir)
+        with open(log_path, "rb") as fh:
+            data = fh.read()
+    except (RunNotFoundError, OSError):
+        return False
+    rec = pb.Record()  # type: ignore[attr-defined]
+    for payload in read_records(data, LogScan(path=log_path)):
+        rec.Clear()
+        rec.ParseFromString(payload)
+        if rec.WhichOneof("record_type") == "exit":
+            return True
+    return False
+
+
 def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:
     for k in path[:-1]:
         nxt = d.get(k)

@@ -53,10 +53,15 @@ def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, 
     wandb = _wandb()
 
     entity, project = parse_project(target)
+    # wandb reads WANDB_MODE / WANDB_DIR once per process (its global settings); read them
+    # at each call so a changed environment is respected
     kw: dict[str, Any] = {}
+    mode = mode or os.environ.get("WANDB_MODE") or None
+    run_dir = run_dir or os.environ.get("WANDB_DIR") or None
     if mode:
         kw["mode"] = mode
     if run_dir:
+        os.makedirs(run_dir, exist_ok=True)
         kw["dir"] = run_dir
     try:
         return wandb.init(entity=entity, project=project, name=name, job_type=job_type,
@@ -80,6 +85,34 @@ def run_ref(run: Any) -> str:
     if is_offline(run):
         return "wandb:" + os.path.dirname(os.path.abspath(run.dir))
     return f"wandb:{run.entity}/{run.project}/{run.id}"
+
+
+def finish(run: Any, exit_code: int = 0, timeout_s: float = 60.0) -> None:
+    """``run.finish`` and, offline, wait until wandb-core has written the run's exit record.
+
+    wandb-core writes the ``.wandb`` log asynchronously: ``finish`` can return before the
+    last records reach the file, so an immediate read-back would miss them.
+    """
+    import time
+
+    offline = is_offline(run)
+    run_dir = os.path.dirname(os.path.abspath(run.dir))
+    run.finish(exit_code=exit_code)
+    if not offline:
+        return
+    from .offline import has_exit_record
+
+    deadline = time.monotonic() + timeout_s
+    while not has_exit_record(run_dir):
+        if time.monotonic() > deadline:
+            import warnings
+
+            from aipm_tracking.errors import AipmWarning
+
+            warnings.warn(f"W&B run log in '{run_dir}' has no exit record after "
+                          f"{timeout_s:.0f}s", AipmWarning, stacklevel=2)
+            return
+        time.sleep(0.02)
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -290,8 +323,8 @@ def write_comparison(cmp: Comparison, target: str | None, extra: Mapping[str, An
             run.alert(title=f"aipm: {c.name} blocked against {b.name}"[:200],
                       text="\n".join(lines)[:4000] or "a guardrail blocks",
                       level=wandb.AlertLevel.ERROR)
-        run.finish(exit_code=0)
     except BaseException:
-        run.finish(exit_code=1)
+        finish(run, 1)
         raise
+    finish(run, 0)
     return ref
