@@ -8,10 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
+from aipm_wandb import leveldb as L
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from aipm_wandb import leveldb as L
 
 # Published CRC-32C check values (RFC 3720 B.4 and the "123456789" check string).
 VECTORS = [

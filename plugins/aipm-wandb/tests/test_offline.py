@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from aipm_wandb import convert
+from aipm_wandb.offline import read_local_run, read_table_file
 from wb_helpers import make_examples, make_record
 
 from aipm_tracking import plugins
@@ -28,8 +30,6 @@ from aipm_tracking.schema import (
     RunRecord,
     RunSummary,
 )
-from aipm_wandb import convert
-from aipm_wandb.offline import read_local_run, read_table_file
 
 
 def backend(**extra: object) -> object:
@@ -313,10 +313,9 @@ def test_bad_targets_and_refs(offline: Path) -> None:
 def test_supported_version_range_and_proto_fields() -> None:
     from importlib.metadata import requires, version
 
+    import aipm_wandb
     from packaging.specifiers import SpecifierSet
     from wandb.proto import wandb_internal_pb2 as pb
-
-    import aipm_wandb
 
     assert version("wandb") in SpecifierSet(aipm_wandb.SUPPORTED_WANDB)
     reqs = [r for r in requires("aipm-wandb") or [] if r.startswith("wandb")]

@@ -43,8 +43,8 @@ def make_record(df: pd.DataFrame, *, name: str = "bot-2", model: str = "bot",
     acc_b = np.bincount(bins, weights=correct, minlength=15)
     conf_b = np.bincount(bins, weights=conf, minlength=15)
     with np.errstate(invalid="ignore", divide="ignore"):
-        acc_l = [None if c == 0 else float(a / c) for a, c in zip(acc_b, count)]
-        conf_l = [None if c == 0 else float(a / c) for a, c in zip(conf_b, count)]
+        acc_l = [None if c == 0 else float(a / c) for a, c in zip(acc_b, count, strict=True)]
+        conf_l = [None if c == 0 else float(a / c) for a, c in zip(conf_b, count, strict=True)]
     metrics = {
         "n_examples": MetricValue(float(len(df))),
         "accuracy": MetricValue(float(correct.mean()), ci=(0.7, 0.9), n=len(df)),
