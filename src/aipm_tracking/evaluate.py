@@ -273,14 +273,16 @@ def _finish(acc: EvalAccumulator, src: str, found: list[DataIssue], notes: dict[
 
 def _usable(columns: Iterable[str], src: str) -> None:
     has = set(columns)
-    if not ({"label", "prediction"} <= has or has & {"confidence", "latency_ms", "cost_usd",
-                                                       "overridden", "fallback", "input_tokens"}):
-        raise DataError(f"{src}: no usable columns (need label+prediction, confidence, "
-                        f"latency_ms, cost_usd, overridden or fallback; got "
-                        f"{', '.join(list(map(str, has))[:20]) or 'none'})")
+    other = has & {"confidence", "latency_ms", "cost_usd", "overridden", "fallback",
+                   "input_tokens"}
+    if {"label", "prediction"} <= has or other:
+        return
     for a, b in (("label", "prediction"), ("prediction", "label")):
-        if a in has and b not in has and not (has - {a, "example_id", "slice"}):
+        if a in has:
             raise DataError(f"{src}: column '{b}' is missing (needed with '{a}' for accuracy)")
+    raise DataError(f"{src}: no usable columns (need label+prediction, confidence, "
+                    f"latency_ms, cost_usd, overridden or fallback; got "
+                    f"{', '.join(sorted(map(str, has))[:20]) or 'none'})")
 
 
 def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing | None,
