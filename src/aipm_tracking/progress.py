@@ -126,7 +126,9 @@ def progress(iterable_or_total: Iterable[T] | float | int | None, description: s
     :param file: where to draw (default ``sys.stderr``); a bar appears only if it is a TTY.
     """
     enabled = progress_enabled(quiet, file)
-    if isinstance(iterable_or_total, (int, float)) and not isinstance(iterable_or_total, bool):
+    if isinstance(iterable_or_total, bool):
+        raise TypeError("progress() takes an iterable or a number of work units, not a bool")
+    if isinstance(iterable_or_total, (int, float)):
         return ProgressBar(None, float(iterable_or_total), description, enabled, file)
     if iterable_or_total is None:
         return ProgressBar(None, total, description, enabled, file)

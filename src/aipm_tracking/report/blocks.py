@@ -154,10 +154,10 @@ def latency_plot(sides: Sequence[Side]) -> str:
     return figure(render_plot(plot), "; ".join(labels))
 
 
-def cost_plot(bars: Sequence[tuple[str, float | None]]) -> str:
+def cost_plot(bars: Sequence[tuple[str, float | None]], why: str | None = None) -> str:
     """Cost per query, one bar per run."""
     if not bars or all(_f(v) is None for _, v in bars):
-        return na("Cost per query", "not available (no cost_usd column or summary-only runs)")
+        return na("Cost per query", why or "not available (no cost_usd column)")
     colored = [(name, _f(v), PALETTE[i % len(PALETTE)] if len(bars) > 2 else PALETTE[i])
                for i, (name, v) in enumerate(bars)]
     return figure(bar_chart("Cost per query (USD)", "USD per query", colored,
@@ -171,10 +171,9 @@ def trend_plot(metric: str, versions: Sequence[str], values: Sequence[float | No
     markers = [Marker(v, f"{k} {fmt_num(v)}", axis="y", color="#dc2626") for k, v in bounds]
     plot = Plot(metric, "model version (oldest → newest)", metric,
                 [Series(metric, xs, list(values), PALETTE[1], markers=True)], markers=markers,
-                x_range=(-0.3, max(len(versions) - 0.7, 0.7)), plot_id=plot_id)
-    svg = render_plot(plot)
-    ticks = " · ".join(f"{i}: {esc(v)}" for i, v in enumerate(versions))
-    return (f'<figure class="fig">{svg}<figcaption>versions: {ticks}</figcaption></figure>')
+                x_range=(-0.3, max(len(versions) - 0.7, 0.7)), plot_id=plot_id,
+                x_ticks=[(float(i), str(v)) for i, v in enumerate(versions)])
+    return figure(render_plot(plot), "versions: " + " → ".join(str(v) for v in versions))
 
 
 # -- tables ----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ from .common import (
 from .svg import PALETTE, esc
 
 MAX_EXAMPLES = 200
+COST_WHY = ("not available (no cost_usd column, or cost_per_query_usd is neither guardrailed "
+            "nor projected with --queries-per-day)")
 
 CSS = """
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
@@ -46,7 +48,7 @@ color:#111827;background:#f8fafc;margin:0}main{max-width:1180px;margin:0 auto;pa
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid
 #e5e7eb;padding-bottom:4px}.banner{border-radius:8px;padding:14px 18px;margin-bottom:12px;
 color:#fff}.banner.pass{background:#15803d}.banner.fail{background:#b91c1c}
-.banner.inconclusive{background:#7e22ce}.banner .sub{opacity:.9;font-size:13px}
+.banner.inconclusive{background:#7e22ce}.banner.info{background:#1e40af}.banner .sub{opacity:.9;font-size:13px}
 .runs{display:grid;grid-template-columns:1fr 1fr;gap:12px}.card{background:#fff;border:1px
 solid #e5e7eb;border-radius:8px;padding:10px 14px}.card h3{margin:0 0 4px;font-size:14px}
 .muted,.note{color:#6b7280;font-size:12.5px}table{border-collapse:collapse;background:#fff}
@@ -131,6 +133,12 @@ def _cost_bars(cmp: Comparison) -> list[tuple[str, float | None]]:
     row = next((r for r in cmp.metrics if r.metric == "cost_per_query_usd"), None)
     if row is not None and (row.baseline is not None or row.candidate is not None):
         return [("baseline", row.baseline), ("candidate", row.candidate)]
+    # optional: the runs' metric dicts, when the comparison carries them
+    bm, cm = cmp.details.get("baseline_metrics"), cmp.details.get("candidate_metrics")
+    if isinstance(bm, dict) and isinstance(cm, dict) and (
+            "cost_per_query_usd" in bm or "cost_per_query_usd" in cm):
+        return [("baseline", bm.get("cost_per_query_usd")),
+                ("candidate", cm.get("cost_per_query_usd"))]
     proj = cmp.details.get("cost_projection")
     if isinstance(proj, dict):
         vals = []
@@ -182,9 +190,10 @@ def _run_card(role: str, s: Any) -> str:
             f'<div class="muted">{esc(" · ".join(b for b in bits if b))}</div></div>')
 
 
-def _plots(sides: list[Side], cost: list[tuple[str, float | None]]) -> str:
+def _plots(sides: list[Side], cost: list[tuple[str, float | None]],
+           cost_why: str | None = None) -> str:
     return ('<div class="plots">' + reliability_plot(sides) + risk_coverage_plot(sides)
-            + latency_plot(sides) + cost_plot(cost) + "</div>")
+            + latency_plot(sides) + cost_plot(cost, cost_why) + "</div>")
 
 
 def render_html(cmp: Comparison, opts: ReportOptions) -> str:
@@ -207,7 +216,7 @@ def render_html(cmp: Comparison, opts: ReportOptions) -> str:
     slice_rows = [r for r in cmp.metrics if r.slice is not None or "[" in r.metric]
     parts += ["<h2>Guardrails</h2>", guardrail_table(main_rows) if main_rows
               else '<p class="muted">No whole-set guardrails.</p>']
-    parts += ["<h2>Plots</h2>", _plots(sides, _cost_bars(cmp))]
+    parts += ["<h2>Plots</h2>", _plots(sides, _cost_bars(cmp), COST_WHY)]
     parts += ["<h2>Confusion matrix difference</h2>",
               confusion_table(bd, cd) if _has(bd, cd, "confusion") else na("Confusion matrix")]
     parts += ["<h2>Per-slice guardrails</h2>", guardrail_table(slice_rows, "slice-guardrails") if slice_rows
@@ -235,7 +244,7 @@ def render_run_html(rec: RunRecord) -> str:
     dataset = "@".join(x for x in (ds.name, ds.version) if x) or "—"
     issues = d.get("data_issues") if isinstance(d.get("data_issues"), list) else []
     parts = [
-        f'<div class="banner pass" id="verdict"><h1>{esc(label)}</h1><div class="sub">'
+        f'<div class="banner info" id="verdict"><h1>{esc(label)}</h1><div class="sub">'
         f'{esc(" · ".join(b for b in (rec.ref or "", "dataset " + dataset, rec.created_at) if b))}'
         "</div></div>",
         "<h2>Metrics</h2>", metrics_table(metrics),

@@ -7,7 +7,7 @@ or HTML from a run name, a metric name or a reason can render as markup.
 
 from __future__ import annotations
 
-from ..schema import Comparison, MetricComparison
+from ..schema import Comparison, MetricComparison, RunRecord
 from .base import ReportOptions
 from .common import (
     Tally,
@@ -123,5 +123,17 @@ def render_markdown(cmp: Comparison, opts: ReportOptions) -> str:
         lines.append("_no guardrails were checked_")
     lines.append("")
     lines.append("</details>")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_run_markdown(rec: RunRecord) -> str:
+    """One run -> markdown: identity line and a metric table."""
+    lines = [f"### aipm run: {md_escape(rec.name)} ({md_escape(rec.model.name)} "
+             f"v{md_escape(rec.model.version)})", ""]
+    if rec.ref:
+        lines += [f"ref {md_escape(rec.ref)}", ""]
+    lines += ["| metric | value |", "|---|---:|"]
+    lines += [f"| {md_escape(k)} | {fmt_num(mv.value)} |" for k, mv in rec.metrics.items()]
     lines.append("")
     return "\n".join(lines)

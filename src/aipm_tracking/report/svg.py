@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 #: Series colours: baseline (grey-blue), candidate (blue), then extras for trends.
 PALETTE = ("#64748b", "#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777")
 W, H = 520, 320
-ML, MR, MT, MB = 64, 18, 34, 48  # margins: left, right, top, bottom
+ML, MR, MT, MB = 64, 18, 46, 48  # margins: left, right, top, bottom
 
 
 def esc(x: object) -> str:
@@ -83,8 +83,9 @@ class Plot:
     x_range: tuple[float, float] | None = None
     y_range: tuple[float, float] | None = None
     diagonal: bool = False
-    log_x: bool = False
     plot_id: str = ""
+    #: categorical x axis: (position, label) pairs replace the numeric ticks
+    x_ticks: list[tuple[float, str]] | None = None
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -151,12 +152,15 @@ def render_plot(p: Plot) -> str:
         f'<text x="{ML}" y="18" class="ptitle">{esc(p.title)}</text>',
         f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" class="frame"/>',
     ]
-    for t in nice_ticks(x0, x1):
+    xticks = p.x_ticks if p.x_ticks is not None else [(t, _tick_label(t))
+                                                       for t in nice_ticks(x0, x1)]
+    for t, tl in xticks:
         if x0 - 1e-12 <= t <= x1 + 1e-12:
             X = sx(t)
+            tl = tl if len(tl) <= 14 else tl[:13] + "…"
             out.append(f'<line x1="{X:.1f}" y1="{MT}" x2="{X:.1f}" y2="{MT + ph}" class="grid"/>')
             out.append(f'<text x="{X:.1f}" y="{MT + ph + 16}" class="tick" '
-                       f'text-anchor="middle">{esc(_tick_label(t))}</text>')
+                       f'text-anchor="middle">{esc(tl)}</text>')
     for t in nice_ticks(y0, y1):
         if y0 - 1e-12 <= t <= y1 + 1e-12:
             Y = sy(t)
@@ -208,22 +212,25 @@ def render_plot(p: Plot) -> str:
             out.append(f'<text x="{tx:.1f}" y="{Y + (-6 if pt.left else 12):.1f}" '
                        f'class="mlabel" text-anchor="{anchor}" '
                        f'fill="{esc(pt.color)}">{esc(pt.label)}</text>')
-    out.append(_legend([(s.name, s.color, s.dash) for s in p.series]))
+    if len(p.series) > 1:
+        out.append(_legend([(s.name, s.color, s.dash) for s in p.series]))
     out.append("</svg>")
     return "\n".join(out)
 
 
 def _legend(items: list[tuple[str, str, str]]) -> str:
+    """One row under the title, left-aligned with the plot frame."""
     parts = []
-    x = float(W - MR)
-    for name, color, dash in reversed(items):
-        label = name if len(name) <= 28 else name[:27] + "…"
-        width = 22 + 6.2 * len(label)
-        x -= width + 10
+    x = float(ML)
+    room = (W - ML - MR) / max(len(items), 1) - 30
+    for name, color, dash in items:
+        chars = max(int(room / 6.2), 6)
+        label = name if len(name) <= chars else name[:chars - 1] + "…"
         d = f' stroke-dasharray="{esc(dash)}"' if dash else ""
-        parts.append(f'<line x1="{x:.1f}" y1="14" x2="{x + 16:.1f}" y2="14" stroke="{esc(color)}" '
+        parts.append(f'<line x1="{x:.1f}" y1="30" x2="{x + 16:.1f}" y2="30" stroke="{esc(color)}" '
                      f'stroke-width="2"{d}/>'
-                     f'<text x="{x + 20:.1f}" y="18" class="legend">{esc(label)}</text>')
+                     f'<text x="{x + 20:.1f}" y="34" class="legend">{esc(label)}</text>')
+        x += 30 + 6.2 * len(label)
     return '<g class="legend">' + "".join(parts) + "</g>"
 
 

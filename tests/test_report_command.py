@@ -1,0 +1,177 @@
+"""``aipm report`` (single run, trend) and end-to-end ``aipm compare --format ...``."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from report_samples import XSS_PAYLOADS
+
+from aipm_tracking import plugins
+from aipm_tracking.backends.base import BackendOptions
+from aipm_tracking.report.trend import TrendMetric, build_trend, latest_per_version
+from aipm_tracking.schema import MetricValue, ModelInfo, RunRecord
+
+GUARDRAILS = """version: 1
+name: bot-release
+metrics:
+  accuracy: {min: 0.8, max_regression: 0.01}
+  latency_ms_p95: {max: 900}
+"""
+
+
+def _rec(version: str, acc: float, lat: float, created: str, model: str = "bot",
+         name: str | None = None) -> RunRecord:
+    return RunRecord(run_id=f"r{version}{model}", name=name or f"{model}-{version}",
+                     model=ModelInfo(model, version), created_at=created,
+                     metrics={"accuracy": MetricValue(acc), "latency_ms_p95": MetricValue(lat),
+                              "n_examples": MetricValue(1000.0)})
+
+
+def _store_runs(store: Path, recs: list[RunRecord]) -> list[str]:
+    plugins.reset()
+    backend = plugins.get_backend("local", BackendOptions(store=str(store)))
+    return [backend.write_run(r) for r in recs]
+
+
+# -- trend logic -------------------------------------------------------------------------
+def test_trend_notes_flattening_and_regressions() -> None:
+    flat = TrendMetric("accuracy", "higher", [0.80, 0.85, 0.88, 0.882])
+    assert flat.note().startswith("improvement flattening")
+    assert TrendMetric("accuracy", "higher", [0.8, 0.85, 0.9]).note().startswith("improving")
+    worse = TrendMetric("latency_ms_p95", "lower", [500.0, 480.0, 520.0])
+    assert worse.note().startswith("worse in the last version")
+    assert TrendMetric("latency_ms_p95", "lower", [500.0, 450.0, 400.0]).note().startswith(
+        "improving")
+    assert flat.steps() == pytest.approx([0.05, 0.03, 0.002])
+    assert TrendMetric("x", "higher", [0.5]).note() == "one version only"
+
+
+def test_latest_run_per_version_in_time_order() -> None:
+    runs = [_rec("2", 0.85, 500, "2024-02-01T00:00:00+00:00", name="old-2"),
+            _rec("1", 0.80, 520, "2024-01-01T00:00:00+00:00"),
+            _rec("2", 0.86, 490, "2024-02-05T00:00:00+00:00", name="new-2"),
+            _rec("3", 0.87, 480, "2024-03-01T00:00:00+00:00")]
+    picked = latest_per_version(runs)
+    assert [r.name for r in picked] == ["bot-1", "new-2", "bot-3"]
+    t = build_trend("bot", runs)
+    assert t.versions == ["v1", "v2", "v3"]
+    assert [m.metric for m in t.metrics] == ["accuracy", "latency_ms_p95"]  # info metrics left out
+
+
+# -- CLI ---------------------------------------------------------------------------------
+@pytest.fixture
+def trend_store(tmp_path: Path) -> Path:
+    store = tmp_path / "store"
+    _store_runs(store, [
+        _rec("1", 0.80, 700, "2024-01-01T00:00:00+00:00"),
+        _rec("2", 0.85, 760, "2024-02-01T00:00:00+00:00"),
+        _rec("3", 0.86, 950, "2024-03-01T00:00:00+00:00"),
+        _rec("9", 0.10, 100, "2024-03-02T00:00:00+00:00", model="other-model"),
+    ])
+    return store
+
+
+def test_trend_html(trend_store: Path, tmp_path: Path) -> None:
+    g = tmp_path / "g.yaml"
+    g.write_text(GUARDRAILS)
+    out = tmp_path / "trend.html"
+    r = run_cli("--store", str(trend_store), "report", "--model", "bot", "--guardrails",
+                str(g), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = out.read_text()
+    assert "http://" not in doc and "https://" not in doc
+    assert doc.count('<svg class="plot"') == 2  # one per guardrailed metric
+    assert "bot: 3 versions" in doc and "other-model" not in doc
+    assert "min 0.8" in doc and "max 900" in doc  # guardrail lines labelled
+    assert re.search(r">v1<.*>v2<.*>v3<", doc, flags=re.S)
+    assert "improvement flattening" in doc  # 0.80 -> 0.85 -> 0.86
+
+
+def test_trend_markdown_without_guardrails(trend_store: Path) -> None:
+    r = run_cli("--store", str(trend_store), "report", "--model", "bot", "--format",
+                "markdown")
+    assert r.returncode == 0, r.stderr
+    assert "| metric | guardrail | v1 | v2 | v3 | trend |" in r.stdout
+    assert "| accuracy |" in r.stdout and "n\\_examples" not in r.stdout  # info metrics left out
+    assert "worse in the last version" in r.stdout  # latency 760 -> 950
+
+
+def test_single_run_report(trend_store: Path, tmp_path: Path) -> None:
+    ref = _store_runs(trend_store, [RunRecord(
+        run_id="run-xss", name=XSS_PAYLOADS[0], model=ModelInfo("bot", "4"),
+        metrics={"accuracy": MetricValue(0.9)})])[0]
+    out = tmp_path / "run.html"
+    r = run_cli("--store", str(trend_store), "report", ref, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = out.read_text()
+    assert "0.9" in doc and "accuracy" in doc
+    assert XSS_PAYLOADS[0] not in doc and "&lt;script&gt;window.__xss=1" in doc
+    assert "not available (summary-only runs)" in doc
+
+
+def test_report_usage_errors(trend_store: Path) -> None:
+    r = run_cli("--store", str(trend_store), "report")
+    assert r.returncode == 2 and "either a run REF or --model" in r.stderr
+    r = run_cli("--store", str(trend_store), "report", "local:nope-nope", "--model", "bot")
+    assert r.returncode == 2
+    r = run_cli("--store", str(trend_store), "report", "--model", "nobody", "--format",
+                "markdown")
+    assert r.returncode == 0 and "No runs of this model" in r.stdout
+
+
+# -- end to end: compare with every built-in format ---------------------------------------
+@pytest.fixture(scope="module")
+def eval_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from aipm_tracking.demo_data import make_eval_set
+
+    d = tmp_path_factory.mktemp("e2e")
+    a, b = d / "v1.parquet", d / "v2.parquet"
+    make_eval_set(1, n=3000).to_parquet(a)
+    make_eval_set(2, n=3000).to_parquet(b)
+    g = d / "g.yaml"
+    g.write_text("version: 1\nname: e2e\nfallback_threshold: 0.6\nmetrics:\n"
+                 "  accuracy: {min: 0.8, max_regression: 0.01}\n"
+                 "  latency_ms_p95: {max: 1500, max_regression: '10%'}\n"
+                 "  ece: {max: 0.2}\n"
+                 "slices:\n  'slice=de': {accuracy: {min: 0.8}}\n")
+    return a, b, g
+
+
+def test_compare_end_to_end_formats_agree(eval_files: tuple[Path, Path, Path],
+                                          tmp_path: Path) -> None:
+    a, b, g = eval_files
+    base = ["compare", str(a), str(b), "--guardrails", str(g)]
+    rj = run_cli(*base, "--format", "json")
+    doc = json.loads(rj.stdout)
+    assert rj.returncode == doc["exit_code"]
+    verdicts = {m["metric"]: m["verdict"] for m in doc["metrics"]}
+    rx = run_cli(*base, "--format", "junit")
+    suite = ET.fromstring(rx.stdout).find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == set(verdicts)
+    for name, v in verdicts.items():
+        failed = cases[name].find("failure") is not None
+        assert failed == (v in ("regression", "breach", "inconclusive")
+                          and next(m for m in doc["metrics"] if m["metric"] == name)[
+                              "severity"] == "block" or v == "inconclusive"), name
+    rm = run_cli(*base, "--format", "markdown")
+    assert rm.stdout.splitlines()[0].startswith("### ") and doc["verdict"].upper() in rm.stdout
+    rt = run_cli(*base, "--format", "table")
+    assert doc["verdict"].upper() in rt.stdout.splitlines()[0]
+    assert max(len(x) for x in rt.stdout.splitlines()) <= 100
+    out = tmp_path / "r.html"
+    rh = run_cli(*base, "--format", "html", "-o", str(out))
+    assert rh.returncode == doc["exit_code"]
+    html_doc = out.read_text()
+    assert "http://" not in html_doc and "https://" not in html_doc
+    assert html_doc.count('<svg class="plot"') == 3  # cost: not guardrailed, not projected
+    assert "cost_per_query_usd is neither guardrailed" in html_doc
+    rh = run_cli(*base, "--format", "html", "--queries-per-day", "1000", "-o", str(out))
+    assert out.read_text().count('<svg class="plot"') == 4
+    assert 'id="changed"' in html_doc  # per-example data on both sides
