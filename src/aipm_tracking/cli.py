@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "demo": "demo:demo_cmd",
     "thresholds": "thresholds:thresholds_cmd",
     "sync": "sync:sync_cmd",
+    "report": "report:report_cmd",
 }
 
 
