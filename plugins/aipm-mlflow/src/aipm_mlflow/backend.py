@@ -278,9 +278,16 @@ class MlflowBackend(BaseBackend):
             warnings.simplefilter("ignore")
             self.client.log_table(run_id, data=df, artifact_file="aipm/examples_table.json")
 
-    def _write_body(self, exp_id: str, run_id: str, record: RunRecord, resumed: bool) -> None:
+    def _write_body(self, exp_id: str, run_id: str, record: RunRecord, resumed: bool,
+                    logged_params: dict[str, str] | None = None) -> None:
         overflow: dict[str, str] = {}
         params = self._params(record.config, overflow)
+        if logged_params:  # MLflow params are write-once: keep the first, say so
+            for k, v in params:
+                if k in logged_params and logged_params[k] != v:
+                    _warn(f"config '{k}' changed during the run ({logged_params[k]!r} -> {v!r});"
+                          f" MLflow keeps the first value, {cv.RUN_JSON} has the final one")
+            params = [(k, v) for k, v in params if k not in logged_params]
         tags = self._record_tags(record, overflow)
         ts = cv.iso_to_ms(record.finished_at) or cv.iso_to_ms(record.created_at) \
             or int(time.time() * 1000)
@@ -480,7 +487,8 @@ class MlflowBackend(BaseBackend):
         run_id = self._run_id(ref)
         if record is not None:
             run = self._get_run(run_id)
-            self._write_body(run.info.experiment_id, run_id, record, resumed=True)
+            self._write_body(run.info.experiment_id, run_id, record, resumed=True,
+                             logged_params=dict(run.data.params))
         self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
         with self._guard("end run"):
             self.client.set_terminated(run_id, status=cv.TO_MLFLOW_STATUS.get(status, "FINISHED"))

@@ -92,6 +92,8 @@ def configure_http(options: BackendOptions) -> int:
             os.environ.setdefault(env, str(default))
     # MLflow's tqdm bars would write to stderr on every artifact download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # ... and set_terminated prints "View run ... at" on stdout (breaks --format json)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return tries()
 
 
