@@ -2,11 +2,12 @@
 
 * the server is ``$WANDB_BASE_URL`` (or ``BackendOptions.extra["base_url"]``); the key comes
   from ``$WANDB_API_KEY`` / netrc exactly as wandb finds it;
-* wandb >= 0.19 sends the public API's requests through its Go sidecar (wandb-core),
-  whose retry client backs off on 429 using the ``Retry-After`` header and retries 5xx
-  with exponential backoff; we bound it (``x_graphql_retry_max``, wait min/max, from
-  ``extra`` or ``AIPM_WANDB_RETRY_MAX`` / ``AIPM_WANDB_RETRY_WAIT_MIN_S`` /
-  ``AIPM_WANDB_RETRY_WAIT_MAX_S``) and turn a final failure into one BackendError line;
+* wandb 0.31 sends the public API's requests through its Go sidecar (wandb-core), whose
+  retry client waits on a 429 for its ``Retry-After`` header and retries 5xx with
+  exponential backoff (about 2, 4, 8 ... s). We bound the number of retries with
+  ``x_graphql_retry_max`` (``extra["retry_max"]`` or ``AIPM_WANDB_RETRY_MAX``, default 6)
+  and also pass the wait min/max settings (measured on 0.31: the retry count is honoured,
+  the 5xx backoff starts at ~2 s regardless); a final failure is one BackendError line;
 * full history through ``run.scan_history`` (all rows, paged), tables from the run's
   files (the table JSON a ``wandb.Table`` is stored as) and the aipm files
   (``aipm/run.json``, ``aipm/examples.parquet``); run listing paged with
