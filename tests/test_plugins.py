@@ -128,7 +128,10 @@ def test_plugin_cannot_replace_builtin_command(plugin_path: Path) -> None:
     out = run_cli("compare", "--help", env=_env(plugin_path))
     assert "hijacked" not in out.stdout
     assert "BASELINE" in out.stdout
-    assert "tried to replace command 'compare'" in out.stderr
+    listing = run_cli("--help", env=_env(plugin_path))
+    assert listing.returncode == 0
+    assert "tried to replace command 'compare'" in listing.stderr
+    assert "hijacked" not in run_cli("compare", "a.csv", "b.csv", env=_env(plugin_path)).stdout
 
 
 def test_metric_name_collision_names_both_plugins() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import BackendOptions
 from .errors import DataError, UsageError
 from .redact import redact_config
-from .refs import RunRef, parse_ref, parse_target
+from .refs import RUN_ID_RE, RunRef, parse_ref, parse_target
 from .schema import DatasetInfo, EvalResult, ModelInfo, RunRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -253,6 +253,8 @@ def push(ref: str, to: str, *, options: BackendOptions | None = None) -> str:
     if rec.ref and rec.ref.startswith("<"):
         raise UsageError(f"cannot push {ref!r}: not a stored run")
     scheme, target = parse_target(to)
+    if not RUN_ID_RE.match(rec.run_id or ""):
+        rec.run_id = ""  # the destination generates one
     src = rec.ref
     if src:
         rec.tags = {**rec.tags, "aipm.source_ref": src}

@@ -134,6 +134,8 @@ class RunRecord:
     ref: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     examples: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    #: The backend holds a per-example table for this run, even if it was not loaded.
+    examples_stored: bool = field(default=False, compare=False)
 
     # -- convenience -----------------------------------------------------------------
     def metric(self, name: str) -> float | None:
@@ -142,7 +144,7 @@ class RunRecord:
 
     @property
     def has_examples(self) -> bool:
-        return self.examples is not None
+        return self.examples is not None or self.examples_stored
 
     # -- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +204,7 @@ class RunRecord:
             status=d.get("status") or "finished",
             ref=d.get("ref"),
             details=dict(d.get("details") or {}),
+            examples_stored=bool(d.get("has_examples", False)),
         )
 
     @classmethod

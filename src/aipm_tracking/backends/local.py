@@ -354,6 +354,7 @@ class LocalBackend(BaseBackend):
         if row is None:
             raise self._not_found(run_id)
         rec = self._record(run_id, row[0])
+        rec.examples_stored = bool(row[1])
         if with_examples and row[1]:
             rec.examples = self.read_examples(run_id)
         return rec
