@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, run_cli
 
 REF_RE = re.compile(r"^local:[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")

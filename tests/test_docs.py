@@ -6,10 +6,10 @@ import inspect
 import re
 
 import pytest
+from conftest import REPO
 
 from aipm_tracking import hookspecs
 from aipm_tracking.metrics import BUILTIN_METRICS
-from conftest import REPO
 
 HOOKS = sorted(n for n, f in vars(hookspecs).items()
                if n.startswith("aipm_") and inspect.isfunction(f))

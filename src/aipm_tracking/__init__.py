@@ -43,7 +43,12 @@ _LAZY: dict[str, str] = {
     "Pricing": "pricing",
 }
 
-__all__ = ["__version__", "hookimpl", *_LAZY]
+__all__ = [
+    "__version__", "hookimpl", "evaluate", "log", "load_run", "compare", "push", "pull",
+    "Tracker", "load_guardrails", "Guardrails", "Guardrail", "RunRecord", "ModelInfo",
+    "DatasetInfo", "MetricValue", "MetricPoint", "EvalResult", "Comparison",
+    "MetricComparison", "MetricDef", "AipmError", "Pricing",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import compare, evaluate, load_run, log, pull, push

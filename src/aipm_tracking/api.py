@@ -41,7 +41,8 @@ def load_guardrails(guardrails: Any) -> Guardrails | None:
     """A path, a dict or a Guardrails -> Guardrails (None stays None)."""
     if guardrails is None:
         return None
-    from .guardrails import Guardrails, load_guardrails as _load
+    from .guardrails import Guardrails
+    from .guardrails import load_guardrails as _load
 
     if isinstance(guardrails, Guardrails):
         return guardrails

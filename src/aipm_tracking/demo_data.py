@@ -7,6 +7,7 @@ trade-off a single accuracy number hides.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,10 +35,18 @@ slices:
   "slice=de": {accuracy: {min: 0.80, max_regression: 0.02}}
 """
 
-# per version: accuracy by slice (en, de, fr), latency median ms, cost per query USD
+
+@dataclass(frozen=True)
+class _Profile:
+    acc: tuple[float, float, float]  # accuracy for en, de, fr users
+    lat: float  # median latency, ms
+    cost: float  # mean cost per query, USD
+    override: float  # base human-override rate
+
+
 _PROFILES = {
-    1: {"acc": (0.86, 0.85, 0.84), "lat": 420.0, "cost": 0.0021, "override": 0.05},
-    2: {"acc": (0.905, 0.78, 0.87), "lat": 470.0, "cost": 0.0017, "override": 0.045},
+    1: _Profile(acc=(0.86, 0.85, 0.84), lat=420.0, cost=0.0021, override=0.05),
+    2: _Profile(acc=(0.905, 0.78, 0.87), lat=470.0, cost=0.0017, override=0.045),
 }
 
 
@@ -51,17 +60,17 @@ def make_eval_set(version: int, n: int = 6000, seed: int = 7) -> pd.DataFrame:
     label_idx = base.integers(0, len(INTENTS), n)
     difficulty = base.random(n)  # shared per example: makes outcomes correlated (paired)
     rng = np.random.default_rng(seed * 1000 + version)
-    p_correct = np.asarray(prof["acc"])[slice_idx]
+    p_correct = np.asarray(prof.acc)[slice_idx]
     # same example difficulty for both versions, plus a little version-specific noise
     u = np.clip(0.85 * difficulty + 0.15 * rng.random(n), 0, 1)
     correct = u < p_correct
     wrong = (label_idx + rng.integers(1, len(INTENTS), n)) % len(INTENTS)
     pred_idx = np.where(correct, label_idx, wrong)
     confidence = np.where(correct, rng.beta(7, 1.8, n), rng.beta(2.6, 2.4, n))
-    latency = rng.lognormal(np.log(prof["lat"]), 0.38 + 0.06 * (version - 1), n)
-    cost = np.clip(rng.normal(prof["cost"], prof["cost"] * 0.25, n), 0.0, None)
-    overridden = rng.random(n) < np.where(correct, prof["override"] * 0.5,
-                                          prof["override"] * 2.5)
+    latency = rng.lognormal(np.log(prof.lat), 0.38 + 0.06 * (version - 1), n)
+    cost = np.clip(rng.normal(prof.cost, prof.cost * 0.25, n), 0.0, None)
+    overridden = rng.random(n) < np.where(correct, prof.override * 0.5,
+                                          prof.override * 2.5)
     return pd.DataFrame({
         "example_id": np.char.add("ex-", np.arange(n).astype(str)),
         "label": INTENTS[label_idx],
