@@ -650,3 +650,37 @@ def test_reference_sample_drift_is_guardrailable() -> None:
     no_cols = compare_runs(rec({"accuracy": 0.8}, examples=b), rec({"accuracy": 0.8}, examples=c),
                            None, registry=REG, reference_sample=pd.DataFrame({"x": [1, 2]}))
     assert any("--reference-sample" in w for w in no_cols.warnings)
+
+
+def test_traffic_mix_rows_judge_what_users_would_see() -> None:
+    g = G("traffic_mix: {de: 0.6, en: 0.4}\nmetrics:\n  accuracy: {min: 0.85}\n"
+          "  ece: {max: 0.1}\nslices:\n  \"mix=traffic\": {fallback_rate: {max: 0.3}}\n")
+    base = rec({"accuracy": 0.90, "accuracy[mix=traffic]": 0.88, "ece": 0.05,
+                "fallback_rate[mix=traffic]": 0.1})
+    cand = rec({"accuracy": 0.90, "accuracy[mix=traffic]": 0.84, "ece": 0.05,
+                "fallback_rate[mix=traffic]": 0.2})
+    cmp = compare_runs(base, cand, g)
+    assert verdicts(cmp) == {"accuracy": "pass", "ece": "pass",
+                             "fallback_rate[mix=traffic]": "pass",
+                             "accuracy[mix=traffic]": "breach"}
+    mix = row(cmp, "accuracy[mix=traffic]")
+    assert mix.slice == "mix=traffic" and mix.threshold == "min 0.85"
+    assert cmp.exit_code == 1
+
+
+def test_cli_compare_traffic_mix(demo_files: tuple[str, str, str],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    v1, v2, g = demo_files
+    _main("compare", v1, v2, "--guardrails", g, "--format", "json",
+          "--traffic-mix", "de=0.8,en=0.1,fr=0.1")
+    out = json.loads(capsys.readouterr().out)
+    by = {r["metric"]: r for r in out["metrics"]}
+    mixed = by["accuracy[mix=traffic]"]
+    # independent: the mix-weighted mean of per-slice accuracies of each file
+    for side, path in (("baseline", v1), ("candidate", v2)):
+        df = pd.read_parquet(path)
+        per = (df.label == df.prediction).groupby(df.slice).mean()
+        assert mixed[side] == pytest.approx(0.8 * per["de"] + 0.1 * per["en"] + 0.1 * per["fr"])
+    assert mixed["delta"] < by["accuracy"]["delta"]  # German users see the drop

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import UsageError
 from .estimate import DeltaEstimate, PairingInfo, estimate_deltas
 from .guardrails import Guardrail, Guardrails, Margin, load_guardrails
-from .metrics import split_slice
+from .metrics import slice_metric_name, split_slice
 from .schema import Comparison, MetricComparison, RunRecord, RunSummary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .metrics import MetricRegistry
 
 GATES = ("confirmed", "point", "strict")
+#: Metrics reweighted to the production traffic mix are published as ``accuracy[mix=traffic]``.
+MIX_SLICE = "mix=traffic"
 EPS = 1e-9
 DAYS_PER_MONTH = 30
 MAX_CHANGED_EXAMPLES = 200
@@ -247,6 +249,19 @@ def _auto_rails(base: RunRecord, cand: RunRecord, registry: MetricRegistry) -> l
     return out
 
 
+def _mix_rails(g: Guardrails, base: RunRecord, cand: RunRecord) -> list[Guardrail]:
+    """Traffic mix: each whole-eval-set guardrail also judges ``metric[mix=traffic]`` (what
+    production users would see) when both runs carry it and the file does not guard it."""
+    explicit = {r.metric for r in g.guardrails}
+    out = []
+    for r in g.guardrails:
+        name = slice_metric_name(r.metric, MIX_SLICE)
+        if (r.slice is None and name not in explicit and name in base.metrics
+                and name in cand.metrics):
+            out.append(replace(r, metric=name, slice=MIX_SLICE, line=None))
+    return out
+
+
 def _warnings(base: RunRecord, cand: RunRecord, g: Guardrails | None) -> list[str]:
     out = []
     hashes = [("baseline", base.guardrails_hash), ("candidate", cand.guardrails_hash),
@@ -279,7 +294,7 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
     metric_map = dict(g.metric_map) if g is not None else {}
     base, cand = _mapped(baseline, metric_map), _mapped(candidate, metric_map)
     if g is not None:
-        rails = list(g.guardrails)
+        rails = list(g.guardrails) + _mix_rails(g, base, cand)
     else:
         if registry is None:
             from .plugins import metric_registry
