@@ -66,7 +66,7 @@ def make_eval_set(version: int, n: int = 6000, seed: int = 7) -> pd.DataFrame:
     correct = u < p_correct
     wrong = (label_idx + rng.integers(1, len(INTENTS), n)) % len(INTENTS)
     pred_idx = np.where(correct, label_idx, wrong)
-    confidence = np.where(correct, rng.beta(7, 1.8, n), rng.beta(2.6, 2.4, n))
+    confidence = np.where(correct, rng.beta(14, 0.8, n), rng.beta(2.6, 2.4, n))
     latency = rng.lognormal(np.log(prof.lat), 0.38 + 0.06 * (version - 1), n)
     cost = np.clip(rng.normal(prof.cost, prof.cost * 0.25, n), 0.0, None)
     overridden = rng.random(n) < np.where(correct, prof.override * 0.5,
