@@ -7,16 +7,13 @@ RunHistoryKeys, RunParquetHistory, HistoryPage, RunFiles) and serves file downlo
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from aipm_wandb.offline import read_local_run
 from fake_wandb_server import FakeRun, FakeWandbServer
-from wb_helpers import make_examples, make_record
+from wb_helpers import make_examples, make_record, synced_run
 
 from aipm_tracking import plugins
 from aipm_tracking.backends.base import BackendOptions
@@ -27,19 +24,6 @@ def backend(metric_map: dict[str, str] | None = None, **extra: object) -> object
     plugins.reset()
     return plugins.get_backend("wandb", BackendOptions(metric_map=metric_map or {},
                                                        extra=extra))
-
-
-def synced_run(run_dir: str, entity: str, project: str) -> FakeRun:
-    """What `wandb sync` would upload from a local run dir: config, summary, history, files."""
-    lr = read_local_run(run_dir)
-    files = {}
-    for path in glob.glob(os.path.join(lr.files_dir, "**", "*"), recursive=True):
-        if os.path.isfile(path):
-            files[os.path.relpath(path, lr.files_dir)] = Path(path).read_bytes()
-    config = {k: v for k, v in lr.config.items()}
-    return FakeRun(entity, project, lr.run_id, display_name=lr.display_name,
-                   config=config, summary=lr.summary, history=lr.history, files=files,
-                   created_at="2026-05-01T10:00:00")
 
 
 @pytest.fixture

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from aipm_wandb.offline import read_local_run
+from fake_wandb_server import FakeRun
 
 from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord
 
@@ -68,3 +73,16 @@ def make_record(df: pd.DataFrame, *, name: str = "bot-2", model: str = "bot",
         examples=df)
     kw.update(extra)
     return RunRecord(**kw)
+
+
+def synced_run(run_dir: str, entity: str, project: str) -> FakeRun:
+    """What `wandb sync` would upload from a local run dir: config, summary, history, files."""
+    lr = read_local_run(run_dir)
+    files = {}
+    for path in glob.glob(os.path.join(lr.files_dir, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            files[os.path.relpath(path, lr.files_dir)] = Path(path).read_bytes()
+    config = {k: v for k, v in lr.config.items()}
+    return FakeRun(entity, project, lr.run_id, display_name=lr.display_name,
+                   config=config, summary=lr.summary, history=lr.history, files=files,
+                   created_at="2026-05-01T10:00:00")
