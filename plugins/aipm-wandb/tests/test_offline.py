@@ -336,3 +336,39 @@ def test_supported_version_range_and_proto_fields() -> None:
     for msg, names in fields.items():
         have = {f.name for f in getattr(pb, msg).DESCRIPTOR.fields}
         assert names <= have, (msg, names - have)
+
+
+def test_tracker_streams_to_wandb(offline: Path) -> None:
+    import aipm_tracking as aipm
+
+    plugins.reset()
+    with aipm.Tracker(to="wandb:team/train", run_name="r", model="bot", model_version="4",
+                      flush_every_s=0.2, store=str(offline / "store")) as tr:
+        for step in range(30):
+            tr.log(step=step, loss=1.0 / (step + 1), lr=0.01)
+        ref = tr.ref
+    assert ref is not None and ref.startswith("wandb:/")
+    pts = backend().read_history(_locator(ref), ["loss"])
+    assert [p.step for p in pts] == list(range(30))
+    assert [p.value for p in pts] == pytest.approx([1 / (s + 1) for s in range(30)])
+    lr = read_local_run(_locator(ref))
+    assert lr.exit_code == 0 and lr.config["aipm"]["model"] == {"name": "bot", "version": "4"}
+
+
+def test_points_for_a_run_started_elsewhere_resume_it(offline: Path) -> None:
+    first = backend()
+    ref = first.start_run(RunRecord(run_id="", name="t", model=ModelInfo("bot", "5")), "team/p")
+    first.log_points(ref, [MetricPoint("loss", 1.0, 0, 1.7e9)])
+    first.finish_run(ref, "killed")
+    later = backend()  # another process (aipm sync): the run is not open here
+    with pytest.warns(AipmWarning, match="cannot be appended"):
+        later.log_points(ref, [MetricPoint("loss", 0.5, 1, 1.7e9), MetricPoint("loss", 0.25, 2,
+                                                                             1.7e9)])
+    later.finish_run(ref, "finished")
+    orig = read_local_run(_locator(ref))
+    (resumed_dir,) = glob.glob(os.path.join(os.path.dirname(orig.run_dir), "resumed-*", "wandb",
+                                            "offline-run-*"))
+    res = read_local_run(resumed_dir)
+    assert res.run_id == orig.run_id and (res.entity, res.project) == ("team", "p")
+    assert [(r["_step"], r["loss"]) for r in res.history if "loss" in r] == [(1, 0.5), (2, 0.25)]
+    assert orig.exit_code == 1 and res.exit_code == 0

@@ -279,8 +279,10 @@ class WandbBackend(BaseBackend):
     def _live_run(self, ref: str) -> Any:
         key = ref if ref.startswith("wandb:") else f"wandb:{ref}"
         run = self._live.get(key)
-        if run is None:
-            raise UsageError(f"W&B run '{ref}' is not open for streaming in this process")
+        if run is None:  # a run started by another process (aipm sync replays a spool)
+            from . import writer
+
+            run = self._live[key] = writer.resume_run(key, self.extra)
         return run
 
     def log_points(self, ref: str, points: Sequence[MetricPoint]) -> None:

@@ -48,7 +48,8 @@ def _settings(wandb: Any) -> Any:
 
 
 def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, Any],
-             tags: list[str], mode: str | None = None, run_dir: str | None = None) -> Any:
+             tags: list[str], mode: str | None = None, run_dir: str | None = None,
+             run_id: str | None = None) -> Any:
     """Start a W&B run under ``ENTITY/PROJECT`` (``target``); BackendError on failure."""
     wandb = _wandb()
 
@@ -63,6 +64,9 @@ def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, 
     if run_dir:
         os.makedirs(run_dir, exist_ok=True)
         kw["dir"] = run_dir
+    if run_id:
+        kw["id"] = run_id
+        kw["resume"] = "allow"
     try:
         return wandb.init(entity=entity, project=project, name=name, job_type=job_type,
                           config=config, tags=tags, reinit="create_new",
@@ -276,6 +280,46 @@ def new_record_run(record: RunRecord, target: str | None, extra: Mapping[str, An
     return init_run(target, name=record.name, job_type="aipm-eval",
                     config=record_config(record), tags=record_tags(record),
                     mode=extra.get("mode"), run_dir=extra.get("dir"))
+
+
+def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
+    """Reopen the run behind ``ref`` in this process (``aipm sync`` replaying a spool).
+
+    ``wandb:ENTITY/PROJECT/ID`` resumes the server run (``resume="allow"``). A local
+    run directory cannot be appended to in place: a new offline run with the same id is
+    written beside it, which ``wandb sync`` uploads into the same W&B run.
+    """
+    import time
+
+    from .convert import parse_run_path
+    from .offline import read_local_run
+
+    loc = ref.split(":", 1)[1] if ref.startswith("wandb:") else ref
+    path = os.path.expanduser(loc)
+    if os.path.exists(path):
+        lr = read_local_run(path)
+        target = f"{lr.entity}/{lr.project}" if lr.entity else lr.project
+        # beside the original, never in it (same id + same second = same directory name)
+        parent = os.path.join(os.path.dirname(lr.run_dir),
+                              f"resumed-{lr.run_id}-{time.time_ns() // 1_000_000}")
+        import warnings
+
+        from aipm_tracking.errors import AipmWarning
+
+        warnings.warn(f"W&B run directory '{lr.run_dir}' cannot be appended to; the rest of "
+                      f"the run goes to a new offline run with the same id under '{parent}' "
+                      f"(`wandb sync` both)", AipmWarning, stacklevel=3)
+        return init_run(target, name=lr.display_name or lr.run_id, job_type="aipm-eval",
+                        config={}, tags=[], mode="offline", run_dir=parent, run_id=lr.run_id)
+    parts = parse_run_path(loc)
+    if parts is None:
+        from aipm_tracking.errors import InvalidReferenceError
+
+        raise InvalidReferenceError(f"cannot reopen W&B run '{ref}': not a run directory "
+                                    f"or ENTITY/PROJECT/RUN_ID")
+    e, p, r = parts
+    return init_run(f"{e}/{p}", name=r, job_type="aipm-eval", config={}, tags=[],
+                    mode=extra.get("mode"), run_dir=extra.get("dir"), run_id=r)
 
 
 def comparison_rows(cmp: Comparison) -> list[list[Any]]:
