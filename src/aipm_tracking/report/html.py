@@ -55,7 +55,8 @@ solid #e5e7eb;border-radius:8px;padding:10px 14px}.card h3{margin:0 0 4px;font-s
 table.grid{width:100%}th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;
 vertical-align:top}th{background:#f1f5f9;font-weight:600}td.num{text-align:right;
 font-variant-numeric:tabular-nums;white-space:nowrap}td.metric{white-space:nowrap;
-font-family:ui-monospace,Menlo,monospace;font-size:13px}
+font-family:ui-monospace,Menlo,monospace;font-size:13px}td small,th small{color:#4b5563;
+font-weight:400}th.reason,td.reason{min-width:230px}
 tr.v-regression td,tr.v-breach td{background:#fee2e2}tr.v-warn td{background:#fef9c3}
 tr.v-inconclusive td{background:#f3e8ff}tr.v-improved td{background:#dcfce7}
 .badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;font-weight:600}
@@ -112,8 +113,8 @@ def _row_class(r: MetricComparison) -> str:
 
 def guardrail_table(rows: list[MetricComparison], table_id: str = "guardrails") -> str:
     head = ("<tr><th>metric</th><th>guardrail</th><th>baseline</th><th>candidate</th>"
-            "<th>Δ</th><th>interval of Δ</th><th>p</th><th>test</th><th>verdict</th>"
-            "<th>reason</th></tr>")
+            "<th>Δ<br><small>interval of Δ</small></th><th>p<br><small>test</small></th>"
+            "<th>verdict</th><th class=\"reason\">reason</th></tr>")
     body = []
     for r in rows:
         rel = f" ({r.delta_rel:+.1%})" if r.delta_rel is not None else ""
@@ -121,10 +122,10 @@ def guardrail_table(rows: list[MetricComparison], table_id: str = "guardrails") 
             f'<tr class="{esc(_row_class(r))}"><td class="metric">{esc(r.metric)}</td>'
             f"<td>{esc(r.threshold)}</td><td class=\"num\">{esc(fmt_num(r.baseline))}</td>"
             f"<td class=\"num\">{esc(fmt_num(r.candidate))}</td>"
-            f"<td class=\"num\">{esc(fmt_num(r.delta, signed=True) + rel)}</td>"
-            f"<td class=\"num\">{esc(fmt_ci(r.ci) or '—')}</td>"
-            f"<td class=\"num\">{esc(fmt_p(r.p_value))}</td><td>{esc(r.test or '')}</td>"
-            f"<td>{_badge(r)}</td><td>{esc(r.reason)}</td></tr>")
+            f"<td class=\"num\">{esc(fmt_num(r.delta, signed=True) + rel)}<br>"
+            f"<small>{esc(fmt_ci(r.ci) or '—')}</small></td>"
+            f"<td class=\"num\">{esc(fmt_p(r.p_value))}<br><small>{esc(r.test or '')}</small>"
+            f"</td><td>{_badge(r)}</td><td class=\"reason\">{esc(r.reason)}</td></tr>")
     return (f'<div class="scroll"><table class="grid" id="{esc(table_id)}"><thead>{head}</thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
