@@ -124,6 +124,8 @@ class Tracker:
         self._dev: list[tuple[Any, int, list[Any]]] = []  # (tensor, device index, slot)
         self._dev_t0 = 0.0
         self._readbacks: deque[tuple[Any, Any, list[list[Any]]]] = deque()
+        self._pinned: list[Any] = []  # free pinned host buffers
+        self._rb_lock = threading.Lock()
         self._actions: deque[Callable[[], None]] = deque()
         self._last: dict[str, float] = {}
         self._breached: set[str] = set()
@@ -257,7 +259,8 @@ class Tracker:
         return out
 
     def _readback(self) -> None:
-        """Gather pending device values: stack, non-blocking copy to pinned memory, event."""
+        """Gather pending device values: stack on the device, copy without blocking into a
+        pinned host buffer (pooled: pinning memory is slow), record a CUDA event."""
         items, self._dev = self._dev, []
         if not items:
             return
@@ -270,14 +273,33 @@ class Tracker:
                 g = groups[dev] = ([], [])
             g[0].append(x)
             g[1].append(slot)
-        for dev, (xs, slots) in groups.items():
-            with torch.cuda.device(dev):
-                vals = torch.stack(xs).to(torch.float64)
-                host = torch.empty(len(xs), dtype=torch.float64, pin_memory=True)
-                host.copy_(vals, non_blocking=True)
-                ev = torch.cuda.Event()
-                ev.record()
-            self._readbacks.append((ev, host, slots))
+        with self._rb_lock:
+            self._harvest(wait=False)  # frees buffers whose copies are done
+            for dev, (xs, slots) in groups.items():
+                n = len(xs)
+                free = self._pinned
+                host = free.pop() if free and len(free[-1]) >= n else torch.empty(
+                    max(n, self._K + 16), dtype=torch.float64, pin_memory=True)
+                with torch.no_grad(), torch.cuda.device(dev):
+                    vals = torch.stack(xs).to(torch.float64)
+                    host[:n].copy_(vals, non_blocking=True)
+                    ev = torch.cuda.Event()
+                    ev.record()
+                self._readbacks.append((ev, host, slots))
+
+    def _harvest(self, wait: bool) -> None:
+        """Fill the slots of completed device reads (``wait``: of all). Holds ``_rb_lock``."""
+        rbs = self._readbacks
+        while rbs:
+            ev, host, slots = rbs[0]
+            if wait:
+                ev.synchronize()
+            elif not ev.query():
+                break
+            rbs.popleft()
+            for slot, val in zip(slots, host[:len(slots)].tolist(), strict=True):
+                slot[0] = val
+            self._pinned.append(host)
 
     # -- evaluation and guardrails --------------------------------------------------------
     def log_eval(self, table: Any, step: int | None = None, *,
@@ -377,16 +399,9 @@ class Tracker:
         """Buffered rows (and completed device reads) -> points, in logging order."""
         from .schema import MetricPoint
 
-        rbs = self._readbacks
-        while rbs:
-            ev, host, slots = rbs[0]
-            if wait:
-                ev.synchronize()
-            elif not ev.query():
-                break
-            rbs.popleft()
-            for slot, val in zip(slots, host.tolist(), strict=True):
-                slot[0] = val
+        if self._readbacks:
+            with self._rb_lock:
+                self._harvest(wait)
         out: list[MetricPoint] = []
         rows = self._rows
         last = self._last
