@@ -86,11 +86,12 @@ def exact_quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     low = vmin if vmin > 0 else float(base[base > 0].min())
     b_lo = int(np.float64(low).view(np.int64))
     b_hi = int(np.float64(vmax - min(vmin, 0.0)).view(np.int64))
-    nb = 1 << 16
     shift = max(0, (b_hi - b_lo).bit_length() - 16)
+    nb = (b_hi >> shift) - (b_lo >> shift) + 1  # <= 2**16 + 1
     bi = base.view(np.int64) >> shift
     bi -= b_lo >> shift
-    np.clip(bi, 0, nb - 1, out=bi)  # zeros (and -0.0) join the lowest bucket: still monotone
+    if vmin <= 0:  # zeros (and -0.0) join the lowest bucket: still monotone
+        np.maximum(bi, 0, out=bi)
     counts = np.bincount(bi, minlength=nb)
     cum = np.cumsum(counts)
     v = _virtual_index(n, q)
@@ -160,6 +161,9 @@ def _label_key(s: str) -> tuple[int, float, str]:
         return (1, 0.0, s)
 
 
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
 # -- the accumulator -------------------------------------------------------------------------
 _SUMS = ("n", "n_correct", "n_label", "n_conf", "n_fb", "n_fb_true", "n_ans", "n_ans_correct",
          "n_ov", "ov_sum", "n_lat", "lat_sum", "n_cost", "cost_sum", "sq_sum", "slice_missing")
@@ -176,10 +180,13 @@ class EvalAccumulator:
     """
 
     def __init__(self, fallback_threshold: float = 0.5, *, exact_rows: int | None = 2_000_000,
-                 slices: bool = True) -> None:
+                 slices: bool = True, cost_by_confidence: bool = True) -> None:
         self.fallback_threshold = float(fallback_threshold)
         self.exact_rows = exact_rows
         self._slices_enabled = slices
+        #: keep cost per confidence bin (thresholds' cost on the histogram path); in-memory
+        #: evaluation recommends thresholds from the exact arrays and can skip it
+        self._cost_hist = cost_by_confidence
         self.s: dict[str, float] = dict.fromkeys(_SUMS, 0)
         self.has: set[str] = set()
         self.labels: list[str] = []
@@ -193,11 +200,19 @@ class EvalAccumulator:
         self.lat_exact: list[np.ndarray] | None = []
         self.sel_exact: list[tuple[np.ndarray, ...]] | None = []   # (correct, conf, cost)
         self.slices: dict[str, EvalAccumulator] = {}
+        self._scratch = _EMPTY
 
     # -- update ------------------------------------------------------------------------------
     def update(self, cols: dict[str, np.ndarray]) -> None:
         """Add a chunk (all arrays the same length)."""
         n = len(next(iter(cols.values()))) if cols else 0
+        self._scratch = np.empty(n, dtype=np.int64)  # reused by the passes below
+        try:
+            self._update(cols, n)
+        finally:
+            self._scratch = _EMPTY
+
+    def _update(self, cols: dict[str, np.ndarray], n: int) -> None:
         self.s["n"] += n
         corr = cols.get("correct")
         conf = cols.get("confidence")
@@ -218,15 +233,20 @@ class EvalAccumulator:
             self.s["n_fb"] += n
             self.s["n_fb_true"] += int(np.count_nonzero(fb))
             if corr is not None:
-                ans = ~fb
-                self.s["n_ans"] += int(np.count_nonzero(ans))
-                self.s["n_ans_correct"] += int(np.count_nonzero(corr & ans))
+                n_fb = int(np.count_nonzero(fb))
+                self.s["n_ans"] += n - n_fb
+                self.s["n_ans_correct"] += int(np.count_nonzero(corr)) - int(
+                    np.count_nonzero(corr & fb))
         ov = cols.get("overridden")
         if ov is not None:
             self.has.add("overridden")
-            ok = ~np.isnan(ov)
-            self.s["n_ov"] += int(np.count_nonzero(ok))
-            self.s["ov_sum"] += float(ov[ok].sum())
+            if ov.dtype == bool:
+                self.s["n_ov"] += n
+                self.s["ov_sum"] += int(np.count_nonzero(ov))
+            else:
+                ok = ~np.isnan(ov)
+                self.s["n_ov"] += int(np.count_nonzero(ok))
+                self.s["ov_sum"] += float(ov[ok].sum())
         lat = cols.get("latency_ms")
         if lat is not None:
             self.has.add("latency_ms")
@@ -244,8 +264,12 @@ class EvalAccumulator:
             hi = int(max(label.max(), pred.max()))
             if hi - lo < 4096:
                 k = hi - lo + 1
-                a, b = (label, pred) if lo == 0 else (label - lo, pred - lo)
-                cm = np.bincount(a * k + b, minlength=k * k).reshape(k, k)
+                key = self._scratch[: label.size]
+                np.multiply(label, k, out=key)
+                np.add(key, pred, out=key)
+                if lo:
+                    key -= lo * (k + 1)
+                cm = np.bincount(key, minlength=k * k).reshape(k, k)
                 used = np.flatnonzero(cm.any(axis=0) | cm.any(axis=1))
                 self._add_matrix([str(v + lo) for v in used], cm[np.ix_(used, used)])
                 return
@@ -275,9 +299,10 @@ class EvalAccumulator:
     def _add_calibration(self, corr: np.ndarray, conf: np.ndarray, cost: np.ndarray | None) -> None:
         conf = np.asarray(conf, dtype=np.float64)
         ci = corr.view(np.int8) if corr.dtype == bool else corr.astype(np.int8)
-        idx = (conf * float(FINE_BINS)).astype(np.int64)
+        idx = self._scratch[: conf.size]
+        np.copyto(idx, conf * float(FINE_BINS), casting="unsafe")  # floor: conf >= 0
         np.minimum(idx, FINE_BINS - 1, out=idx)
-        if cost is not None:
+        if cost is not None and self._cost_hist:
             self.fine_cost += np.bincount(idx, weights=cost, minlength=FINE_BINS)
         idx <<= 1
         idx |= ci  # (fine bin, correct) in one index: one count pass, one weighted pass
@@ -325,7 +350,8 @@ class EvalAccumulator:
             acc = self.slices.get(key)
             if acc is None:
                 acc = self.slices[key] = EvalAccumulator(
-                    self.fallback_threshold, exact_rows=self.exact_rows, slices=False)
+                    self.fallback_threshold, exact_rows=self.exact_rows, slices=False,
+                    cost_by_confidence=self._cost_hist)
             acc.update({k: v[a:b] for k, v in sub_cols.items()})
 
     # -- merge -------------------------------------------------------------------------------
@@ -339,6 +365,7 @@ class EvalAccumulator:
             self._add_matrix(other.labels, other.confusion[:nl, :nl])
         self.fine += other.fine
         self.fine_cost += other.fine_cost
+        self._cost_hist = self._cost_hist and other._cost_hist
         self.fine_conf += other.fine_conf
         if (self.lat_exact is not None and other.lat_exact is not None
                 and (self.exact_rows is None or self.s["n_lat"] <= self.exact_rows)):
@@ -368,6 +395,7 @@ class EvalAccumulator:
             "has": np.array(sorted(self.has), dtype=str),
             "threshold": np.array([self.fallback_threshold]),
             "exact_rows": np.array([-1 if self.exact_rows is None else self.exact_rows]),
+            "cost_hist": np.array([self._cost_hist]),
             "labels": np.array(self.labels, dtype=str),
             "confusion": self.confusion, "fine": self.fine, "fine_cost": self.fine_cost,
             "fine_conf": self.fine_conf, "sketch": self.sketch,
@@ -389,7 +417,8 @@ class EvalAccumulator:
     @classmethod
     def from_state(cls, st: dict[str, np.ndarray]) -> EvalAccumulator:
         er = int(st["exact_rows"][0])
-        acc = cls(float(st["threshold"][0]), exact_rows=None if er < 0 else er)
+        acc = cls(float(st["threshold"][0]), exact_rows=None if er < 0 else er,
+                  cost_by_confidence=bool(st["cost_hist"][0]) if "cost_hist" in st else True)
         acc.s = {k: (float(v) if k.endswith("_sum") else int(v))
                  for k, v in zip(_SUMS, st["sums"], strict=True)}
         acc.has = {str(h) for h in st["has"]}
@@ -422,7 +451,7 @@ class EvalAccumulator:
                 return groups_from_arrays(np.concatenate(parts[0]), np.concatenate(parts[1]),
                                           cost), True
         nz = np.flatnonzero(self.fine.sum(axis=1))[::-1]
-        cost = self.fine_cost[nz] if "cost_usd" in self.has else None
+        cost = self.fine_cost[nz] if ("cost_usd" in self.has and self._cost_hist) else None
         return Groups(nz / FINE_BINS, self.fine[nz].sum(axis=1), self.fine[nz, 0], cost), False
 
     def latency_quantiles(self, q: np.ndarray) -> tuple[np.ndarray, bool]:

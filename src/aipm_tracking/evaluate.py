@@ -113,10 +113,10 @@ def _boolean(s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (value as float 0/1/NaN, null mask, not-boolean mask)."""
     import pandas as pd
 
-    if s.dtype == bool:
+    if s.dtype == bool:  # no nulls possible: keep it boolean (the accumulator accepts both)
         v = s.to_numpy()
         z = np.zeros(v.size, dtype=bool)
-        return v.astype(np.float64), z, z
+        return v, z, z
     null = pd.isna(s).to_numpy()
     if pd.api.types.is_numeric_dtype(s.dtype) or str(s.dtype) == "boolean":
         v = s.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -298,7 +298,7 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     cols, keep, notes = _prepare(df, src, issues, fallback_threshold=fallback_threshold,
                                  pricing=pricing, row_offset=0, dup=dup, drop=drop)
     found = _raise_or_record(issues, src, drop)
-    acc = EvalAccumulator(fallback_threshold, exact_rows=None)
+    acc = EvalAccumulator(fallback_threshold, exact_rows=None, cost_by_confidence=False)
     acc.update(cols)
     res = _finish(acc, src, found, notes, traffic_mix)
     if max_risk is not None and "correct" in cols and "confidence" in cols:
