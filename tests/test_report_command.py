@@ -175,3 +175,23 @@ def test_compare_end_to_end_formats_agree(eval_files: tuple[Path, Path, Path],
     rh = run_cli(*base, "--format", "html", "--queries-per-day", "1000", "-o", str(out))
     assert out.read_text().count('<svg class="plot"') == 4
     assert 'id="changed"' in html_doc  # per-example data on both sides
+
+
+@pytest.mark.slow
+def test_trend_from_mlflow(tmp_path: Path) -> None:
+    """--from mlflow:EXP: the real MLflow plugin on a SQLite store (its filter syntax differs,
+    so the command filters by model name itself)."""
+    pytest.importorskip("aipm_mlflow", reason="the aipm-mlflow plugin is not installed")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plugins.reset()
+    backend = plugins.get_backend("mlflow", BackendOptions(mlflow_uri=uri))
+    for r in (_rec("1", 0.80, 700, "2024-01-01T00:00:00+00:00"),
+              _rec("2", 0.85, 760, "2024-02-01T00:00:00+00:00"),
+              _rec("3", 0.86, 950, "2024-03-01T00:00:00+00:00"),
+              _rec("1", 0.5, 100, "2024-03-02T00:00:00+00:00", model="other")):
+        backend.write_run(r, "exp1")
+    r = run_cli("--mlflow-uri", uri, "report", "--model", "bot", "--from", "mlflow:exp1",
+                "--format", "markdown")
+    assert r.returncode == 0, r.stderr
+    assert "| metric | guardrail | v1 | v2 | v3 | trend |" in r.stdout
+    assert "| accuracy |  | 0.8 | 0.85 | 0.86 | improvement flattening" in r.stdout

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import state, write_output
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..context import CliState
 
 
 @click.command("report")
@@ -56,28 +61,32 @@ def report_cmd(ctx: click.Context, ref: str | None, model: str | None,
         click.echo(f"report written to {output}", err=True)
 
 
-def _trend(st: object, model: str, guardrails: str | None, source: str, fmt: str) -> str:
+def _trend(st: CliState, model: str, guardrails: str | None, source: str, fmt: str) -> str:
     from .. import plugins
     from ..api import load_guardrails
     from ..errors import BackendError, UsageError
     from ..progress import progress
     from ..refs import parse_target
     from ..report.trend import build_trend, render_trend_html, render_trend_markdown
+    from ..schema import RunRecord
 
     if not model.strip():
         raise UsageError("--model needs a model name")
     g = load_guardrails(guardrails)
     scheme, target = parse_target(source)
-    opts = st.backend_options(dict(g.metric_map) if g is not None else None)  # type: ignore[attr-defined]
+    opts = st.backend_options(dict(g.metric_map) if g is not None else None)
     backend = plugins.get_backend(scheme, opts)
     quoted = '"' + model.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    quiet = st.quiet
+
+    def read(flt: str | None) -> list[RunRecord]:
+        listed = backend.list_runs(target, filter=flt)  # may be lazy: errors come while reading
+        return [r for r in progress(listed, "reading runs", quiet) if r.model.name == model]
+
     try:
-        listed = backend.list_runs(target, filter=f"model = {quoted}")
+        runs = read(f"model = {quoted}")
     except (UsageError, BackendError):
-        # a backend with its own filter syntax: list everything, filter below
-        listed = backend.list_runs(target)
-    quiet = bool(getattr(st, "quiet", False))
-    runs = [r for r in progress(listed, "reading runs", quiet) if r.model.name == model]
+        runs = read(None)  # a backend with its own filter syntax: filter here instead
     if g is not None and g.metric_map:
         for r in runs:
             for foreign, canonical in g.metric_map.items():
