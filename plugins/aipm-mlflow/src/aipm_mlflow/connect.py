@@ -148,9 +148,10 @@ def translate(exc: BaseException, endpoint: Endpoint, op: str) -> AipmError:
     msg = scrub_text(_first_line(getattr(exc, "message", None) or str(exc)))
     if code == "RESOURCE_DOES_NOT_EXIST":
         return RunNotFoundError(f"MLflow at {endpoint.safe}: {op}: {msg}")
-    if isinstance(exc, json.JSONDecodeError) or "jsondecodeerror" in type(exc).__name__.lower():
+    if isinstance(exc, json.JSONDecodeError) or "not in a valid json format" in msg.lower():
+        msg = msg.split("Response body:", 1)[-1].strip() if "Response body:" in msg else msg
         return BackendError(f"MLflow server at {endpoint.safe} answered {op} with a response "
-                            f"that is not valid JSON ({msg})")
+                            f"that is not valid JSON: {msg[:120]}")
     if endpoint.is_http:
         cause = _transport_cause(str(exc))
         if cause is not None:
