@@ -72,6 +72,7 @@ class FakeWandbServer:
         self.fail_queue: list[tuple[int, dict[str, str]]] = []
         self.fail_ops: set[str] | None = None
         self.unknown: list[str] = []
+        self.artifacts: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.debug = bool(os.environ.get("AIPM_FAKE_WANDB_DEBUG"))
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -142,11 +143,67 @@ class FakeWandbServer:
             return {"data": {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}}
         if op in ("RunFiles", "RunFile") or "files(" in query:
             return self._files(query, variables)
+        if op == "UpsertBucket":
+            return self._upsert_bucket(variables)
+        if op == "CreateRunFiles":
+            run_name = variables["run"]
+            files = [{"name": n, "uploadUrl": f"{self.url}/upload/{ent}/{proj}/{run_name}/{n}"}
+                     for n in variables["files"]]
+            return {"data": {"createRunFiles": {"runID": f"id-{run_name}", "uploadHeaders": [],
+                                                "files": files}}}
+        if op == "CreateArtifact":
+            # answer "already committed" (digest deduplication): wandb skips the upload;
+            # run tables reach the server as run files anyway
+            self.artifacts.append(variables.get("input") or {})
+            return {"data": {"createArtifact": {"artifact": {
+                "id": f"art{len(self.artifacts)}", "state": "COMMITTED",
+                "artifactSequence": {"latestArtifact": {"id": f"art{len(self.artifacts)}"}}}}}}
         if self.debug:
             print(f"[fake-wandb] unknown op {op!r}: {query[:2000]} vars={variables}",
                   file=sys.stderr, flush=True)
         self.unknown.append(op or query[:80])
         return {"data": None, "errors": [{"message": f"fake server: unsupported {op}"}]}
+
+    # -- what `wandb sync` / online runs send ------------------------------------------
+    def _upsert_bucket(self, v: dict[str, Any]) -> dict[str, Any]:
+        key = (v.get("entity") or "tester", v.get("project") or "uncategorized", v["name"])
+        with self.lock:
+            run = self.runs.get(key)
+            if run is None:
+                run = self.runs[key] = FakeRun(*key)
+                run.state = "running"
+            if v.get("displayName"):
+                run.display_name = v["displayName"]
+            if v.get("tags") is not None:
+                run.tags = list(v["tags"])
+            if v.get("config"):
+                run.config = {k: (x.get("value") if isinstance(x, dict) else x)
+                              for k, x in json.loads(v["config"]).items()}
+            if v.get("summaryMetrics"):
+                run.summary.update(json.loads(v["summaryMetrics"]))
+            if v.get("state"):
+                run.state = v["state"]
+        return {"data": {"upsertBucket": {"inserted": True, "bucket": {
+            "id": f"id-{run.run_id}", "name": run.run_id, "displayName": run.display_name,
+            "description": None, "config": json.dumps(v.get("config") or "{}"),
+            "sweepName": None, "historyLineCount": len(run.history),
+            "project": {"id": "1", "name": run.project,
+                        "entity": {"id": "1", "name": run.entity}}}}}}
+
+    def file_stream(self, path: str, raw: bytes) -> None:
+        """``POST /files/E/P/R/file_stream``: history lines, summary, exit state."""
+        parts = path.split("/")
+        ent, proj, run_id = parts[2], parts[3], parts[4]
+        body = json.loads(raw or b"{}")
+        with self.lock:
+            run = self.runs.setdefault((ent, proj, run_id), FakeRun(ent, proj, run_id))
+            files = body.get("files") or {}
+            for line in (files.get("wandb-history.jsonl") or {}).get("content") or []:
+                run.history.append(json.loads(line))
+            for line in (files.get("wandb-summary.json") or {}).get("content") or []:
+                run.summary = json.loads(line)
+            if body.get("complete"):
+                run.state = "finished" if body.get("exitcode", 0) == 0 else "failed"
 
     def _sampled(self, run: FakeRun, variables: dict[str, Any]) -> list[dict[str, Any]]:
         spec = json.loads(variables["specs"][0])
@@ -220,6 +277,8 @@ class FakeWandbServer:
                 if self.path != "/graphql":
                     server.requests.append({"method": "POST", "path": self.path, "op": "",
                                             "status": 200, "t": time.monotonic()})
+                    if self.path.endswith("/file_stream"):
+                        server.file_stream(self.path, raw)
                     self._send(200, b"{}")
                     return
                 try:
@@ -242,6 +301,22 @@ class FakeWandbServer:
                     return
                 out = server.answer(query, body.get("variables") or {})
                 self._send(200, json.dumps(out).encode())
+
+            def do_PUT(self) -> None:  # noqa: N802
+                import time
+
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                server.requests.append({"method": "PUT", "path": self.path, "op": "",
+                                        "status": 200, "t": time.monotonic()})
+                parts = self.path.split("?")[0].split("/")
+                if len(parts) >= 6 and parts[1] == "upload":
+                    ent, proj, run_id, name = parts[2], parts[3], parts[4], "/".join(parts[5:])
+                    with server.lock:
+                        run = server.runs.setdefault((ent, proj, run_id),
+                                                     FakeRun(ent, proj, run_id))
+                        run.files[name] = raw
+                self._send(200, b"")
 
             def do_GET(self) -> None:  # noqa: N802
                 import time

@@ -8,6 +8,7 @@ RunHistoryKeys, RunParquetHistory, HistoryPage, RunFiles) and serves file downlo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from wb_helpers import make_examples, make_record, synced_run
 
 from aipm_tracking import plugins
 from aipm_tracking.backends.base import BackendOptions
-from aipm_tracking.errors import BackendError, RunNotFoundError
+from aipm_tracking.errors import AipmWarning, BackendError, RunNotFoundError
 
 
 def backend(metric_map: dict[str, str] | None = None, **extra: object) -> object:
@@ -156,3 +157,39 @@ def test_missing_run_and_bad_locator(server: FakeWandbServer) -> None:
         backend().read_run("not a path or a run")
     assert all(r["path"] in ("/graphql",) or r["path"].startswith("/sdk/")
                for r in server.requests)
+
+
+def test_wandb_sync_uploads_the_offline_run_and_pull_reads_it(
+        server: FakeWandbServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `wandb sync` CLI uploads what the plugin wrote offline; pull reads it back."""
+    import subprocess
+    import sys
+
+    df = make_examples(120, seed=8)
+    rec = make_record(df)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_dir = backend().write_run(rec, "acme/synced").split(":", 1)[1]
+    monkeypatch.delenv("WANDB_MODE")
+    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
+    out = subprocess.run([wandb_cli, "sync", run_dir], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "WANDB_BASE_URL": server.url})
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_id = os.path.basename(run_dir).rsplit("-", 1)[1]
+    fake = server.runs[("acme", "synced", run_id)]
+    assert fake.state == "finished"
+    assert {"aipm/run.json", "aipm/examples.parquet"} <= set(fake.files)
+    assert fake.summary["accuracy"] == pytest.approx(rec.metric("accuracy"))
+    assert fake.config["openai_api_key"] == "***"
+
+    got = backend().read_run(f"acme/synced/{run_id}")
+    assert got.metrics == rec.metrics and got.model == rec.model
+    assert got.details == rec.details
+    pd.testing.assert_frame_equal(got.examples, df)
+    # and a summary-only read, from what W&B itself keeps (config + summary)
+    fake.files = {}
+    with pytest.warns(AipmWarning, match="no table file"):
+        got2 = backend().read_run(f"acme/synced/{run_id}")
+    assert got2.examples is None
+    assert got2.model == rec.model and got2.guardrails_hash == rec.guardrails_hash
+    assert got2.metric("accuracy[slice=de]") == pytest.approx(rec.metric("accuracy[slice=de]"))

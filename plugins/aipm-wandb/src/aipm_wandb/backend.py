@@ -163,9 +163,14 @@ class WandbBackend(BaseBackend):
                 if keys:
                     import pandas as pd
 
-                    frames = [remote.read_table(run, summary[k]) for k in keys]
-                    rec.examples = (pd.concat(frames, ignore_index=True)
-                                    if len(frames) > 1 else frames[0])
+                    try:
+                        frames = [remote.read_table(run, summary[k]) for k in keys]
+                    except DataError as err:
+                        warnings.warn(f"{err}; the run is read without per-example data",
+                                      AipmWarning, stacklevel=2)
+                    else:
+                        rec.examples = (pd.concat(frames, ignore_index=True)
+                                        if len(frames) > 1 else frames[0])
         return rec
 
     def list_runs(self, target: str | None = None, *, filter: str | None = None,

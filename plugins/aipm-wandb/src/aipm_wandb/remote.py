@@ -102,8 +102,10 @@ def download(run: Any, name: str) -> bytes | None:
             with open(fh.name, "rb") as bf:
                 return bf.read()
     except Exception as e:  # noqa: BLE001
-        if _is_not_found(e) or "no file" in str(e).lower() or isinstance(e, (KeyError,
-                                                                              IndexError)):
+        text = str(e).lower()
+        # wandb's run.file(name) indexes an empty result list when the file is absent
+        if (_is_not_found(e) or "no file" in text or "list index out of range" in text
+                or isinstance(e, (KeyError, IndexError))):
             return None
         raise BackendError(f"W&B download of '{name}' from run '{run.id}' failed: "
                            f"{_first_line(e)}") from None
