@@ -57,6 +57,9 @@ def test_comparison_page_has_every_section_and_is_self_contained() -> None:
     assert "[-0.045, -0.017]" in doc  # interval shown
     assert "Confusion matrix difference" in doc and 'class="confusion"' in doc
     assert "accuracy[slice=de]" in doc.split("Per-slice guardrails", 1)[1]
+    sizes = doc.split('id="slice-sizes"', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<td>(\w+)</td><td class=\"num\">(\d+)</td>", sizes) == [
+        ("de", "666"), ("en", "1334")]
     changed = doc.split('id="changed"', 1)[1]
     assert changed.count("<tr>") == 201  # header + 200 examples (the first 200)
     assert "My invoice #199 is wrong" in changed

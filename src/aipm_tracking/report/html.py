@@ -222,11 +222,30 @@ def render_html(cmp: Comparison, opts: ReportOptions) -> str:
               confusion_table(bd, cd) if _has(bd, cd, "confusion") else na("Confusion matrix")]
     parts += ["<h2>Per-slice guardrails</h2>", guardrail_table(slice_rows, "slice-guardrails") if slice_rows
               else '<p class="muted">No per-slice guardrails.</p>']
+    parts.append(_slice_sizes(bd, cd))
     parts += ["<h2>Examples whose outcome changed</h2>",
               _changed_examples(cmp.details.get("changed_examples"))]
     title = f"aipm: {verdict.upper()}: {cmp.candidate.name} vs {cmp.baseline.name}"
     script = FILTER_JS if isinstance(cmp.details.get("changed_examples"), list) else ""
     return page(title, "\n".join(parts), script)
+
+
+def _slice_sizes(bd: Any, cd: Any) -> str:
+    """Rows per slice in each run's eval set (from ``details["slices"]``), if known."""
+    def values(d: Any) -> dict[str, Any]:
+        sl = d.get("slices") if isinstance(d, dict) else None
+        v = sl.get("values") if isinstance(sl, dict) else None
+        return v if isinstance(v, dict) else {}
+
+    vb, vc = values(bd), values(cd)
+    names = list(dict.fromkeys([*vb, *vc]))
+    if not names:
+        return ""
+    rows = "".join(f"<tr><td>{esc(n)}</td><td class=\"num\">{esc(vb.get(n, '—'))}</td>"
+                   f"<td class=\"num\">{esc(vc.get(n, '—'))}</td></tr>" for n in names)
+    return ('<p class="note">Rows per slice</p><table class="grid" id="slice-sizes" '
+            'style="width:auto"><thead><tr><th>slice</th><th>baseline</th><th>candidate</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _has(bd: Any, cd: Any, key: str) -> bool:
