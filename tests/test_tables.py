@@ -93,6 +93,22 @@ def test_streaming_with_column_map_and_bad_rows(tmp_path: Path) -> None:
         evaluate(path, column_map={"nope": "prediction"}, chunk_rows=300)
 
 
+def test_streaming_duplicate_ids_sequential_and_strings(tmp_path: Path) -> None:
+    df = make_df(n=1200, seed=9)
+    df["example_id"] = np.arange(1200)
+    path = write(df, tmp_path / "seq.parquet")
+    assert evaluate(path, chunk_rows=250).n_examples == 1200  # monotone fast path
+    df.loc[1100, "example_id"] = 5  # a repeat far from its first occurrence, another chunk
+    write(df, path)
+    with pytest.raises(DataError, match=r"'example_id': 1 row\(s\) duplicate \(e\.g\. 5\)"):
+        evaluate(path, chunk_rows=250)
+    df["example_id"] = [f"q{i}" for i in range(1200)]
+    df.loc[700, "example_id"] = "q3"
+    write(df, path)
+    with pytest.raises(DataError, match="duplicate"):
+        evaluate(path, chunk_rows=250)
+
+
 def test_truncated_parquet_and_garbage_files(tmp_path: Path) -> None:
     path = write(make_df(n=500), tmp_path / "eval.parquet")
     data = path.read_bytes()

@@ -180,9 +180,11 @@ class EvalAccumulator:
     """
 
     def __init__(self, fallback_threshold: float = 0.5, *, exact_rows: int | None = 2_000_000,
-                 slices: bool = True, cost_by_confidence: bool = True) -> None:
+                 slices: bool = True, cost_by_confidence: bool = True,
+                 aurc_exact_rows: int = AURC_EXACT_ROWS) -> None:
         self.fallback_threshold = float(fallback_threshold)
         self.exact_rows = exact_rows
+        self.aurc_exact_rows = aurc_exact_rows
         self._slices_enabled = slices
         #: keep cost per confidence bin (thresholds' cost on the histogram path); in-memory
         #: evaluation recommends thresholds from the exact arrays and can skip it
@@ -312,7 +314,7 @@ class EvalAccumulator:
         self.s["sq_sum"] += float(np.dot(conf, conf))
         self.s["n_label"] += conf.size
         if self.sel_exact is not None:
-            if self.s["n_label"] <= AURC_EXACT_ROWS:
+            if self.s["n_label"] <= self.aurc_exact_rows:
                 self.sel_exact.append((corr, conf, cost) if cost is not None else (corr, conf))
             else:
                 self.sel_exact = None
@@ -351,7 +353,7 @@ class EvalAccumulator:
             if acc is None:
                 acc = self.slices[key] = EvalAccumulator(
                     self.fallback_threshold, exact_rows=self.exact_rows, slices=False,
-                    cost_by_confidence=self._cost_hist)
+                    cost_by_confidence=self._cost_hist, aurc_exact_rows=self.aurc_exact_rows)
             acc.update({k: v[a:b] for k, v in sub_cols.items()})
 
     # -- merge -------------------------------------------------------------------------------
@@ -376,7 +378,7 @@ class EvalAccumulator:
             for a in other.lat_exact or []:
                 sketch_update(self.sketch, a)
         if (self.sel_exact is not None and other.sel_exact is not None
-                and self.s["n_label"] <= AURC_EXACT_ROWS):
+                and self.s["n_label"] <= self.aurc_exact_rows):
             self.sel_exact.extend(other.sel_exact)
         else:
             self.sel_exact = None
@@ -396,6 +398,7 @@ class EvalAccumulator:
             "threshold": np.array([self.fallback_threshold]),
             "exact_rows": np.array([-1 if self.exact_rows is None else self.exact_rows]),
             "cost_hist": np.array([self._cost_hist]),
+            "aurc_exact_rows": np.array([self.aurc_exact_rows]),
             "labels": np.array(self.labels, dtype=str),
             "confusion": self.confusion, "fine": self.fine, "fine_cost": self.fine_cost,
             "fine_conf": self.fine_conf, "sketch": self.sketch,
@@ -418,7 +421,9 @@ class EvalAccumulator:
     def from_state(cls, st: dict[str, np.ndarray]) -> EvalAccumulator:
         er = int(st["exact_rows"][0])
         acc = cls(float(st["threshold"][0]), exact_rows=None if er < 0 else er,
-                  cost_by_confidence=bool(st["cost_hist"][0]) if "cost_hist" in st else True)
+                  cost_by_confidence=bool(st["cost_hist"][0]) if "cost_hist" in st else True,
+                  aurc_exact_rows=int(st["aurc_exact_rows"][0]) if "aurc_exact_rows" in st
+                  else AURC_EXACT_ROWS)
         acc.s = {k: (float(v) if k.endswith("_sum") else int(v))
                  for k, v in zip(_SUMS, st["sums"], strict=True)}
         acc.has = {str(h) for h in st["has"]}

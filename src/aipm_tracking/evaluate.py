@@ -6,9 +6,12 @@ Small tables are evaluated in memory (exact percentiles and AURC up to the limit
 :mod:`aipm_tracking.accumulate`; the per-example table is kept). Parquet files with more than
 ``tables.CHUNKED_MIN_ROWS`` rows and CSV/JSONL files over ``tables.CHUNKED_MIN_BYTES`` are
 streamed in chunks of ``tables.DEFAULT_CHUNK_ROWS`` with bounded memory; then no per-example
-table is kept (``examples`` is None), latency percentiles come from the 0.5%-relative-error
-sketch and AURC from the fine confidence histogram. Duplicate ``example_id`` detection in
-streaming mode reads the id column in a first pass (only that column is held in memory).
+table is kept (``examples`` is None), and beyond ``STREAM_EXACT_ROWS`` (200k) rows latency
+percentiles come from the 0.5%-relative-error sketch and AURC / thresholds from the fine
+confidence histogram (peak RSS for a 20M-row Parquet file: ~0.6 GB, see
+``benchmarks/evaluate_memory.py``). Duplicate ``example_id`` detection in streaming mode
+reads the id column first: strictly increasing integer ids are confirmed with nothing held;
+other ids are collected (8 bytes per row) and sorted once.
 
 Bad rows (DESIGN §3) raise one :class:`DataError` line listing every problem with counts and a
 few example ids, unless ``drop_bad_rows=True``: then they are dropped and listed in
@@ -43,6 +46,8 @@ from .selective import aurc, recommend_from_groups, recommend_threshold
 __all__ = ["evaluate", "ece_mce", "brier", "aurc", "reliability_bins", "FINE_BINS"]
 
 _N_EXAMPLES = 5
+#: Streaming keeps exact latency/AURC arrays only up to this many rows (per slice too).
+STREAM_EXACT_ROWS = 200_000
 
 
 # -- pure kernels (reused by stats) ----------------------------------------------------------
@@ -189,8 +194,8 @@ def _prepare(df: Any, src: str, issues: _Issues, *, fallback_threshold: float,
         cols["fallback"] = cols["fallback"] == 1.0
     elif "confidence" in cols:
         cols["fallback"] = cols["confidence"] < fallback_threshold
-    if "slice" in has:
-        cols["slice"] = df["slice"].to_numpy()
+    if "slice" in has:  # keep pandas' array (Arrow strings stay compact; factorized later)
+        cols["slice"] = df["slice"].array
     inp, out = cols.pop("input_tokens", None), cols.pop("output_tokens", None)
     if "cost_usd" in cols:
         notes["cost_source"] = "column"
@@ -316,6 +321,44 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     return res
 
 
+def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
+                         ) -> np.ndarray | None:
+    """Duplicate-id mask for a streamed file. A first pass over the id column checks that
+    integer ids are strictly increasing (nothing kept in memory); otherwise a second pass
+    collects the ids (64-bit hashes for non-integers; a collision between two different
+    ids has probability ~n^2/2^65) and finds later occurrences by sorting."""
+    import pandas as pd
+
+    last = None
+    monotone = True
+    for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"]):
+        a = c["example_id"].to_numpy()
+        if a.dtype.kind not in "iu" or (a.size and (
+                (last is not None and a[0] <= last) or not bool((a[1:] > a[:-1]).all()))):
+            monotone = False
+            break
+        if a.size:
+            last = a[-1]
+    if monotone:
+        return None
+    parts = []
+    for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"]):
+        s = c["example_id"]
+        parts.append(s.to_numpy(dtype=np.int64) if s.dtype.kind in "iu"
+                     else pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64))
+    ids = np.concatenate(parts)
+    del parts
+    order = np.argsort(ids, kind="stable")
+    srt = ids[order]
+    del ids
+    later = np.flatnonzero(srt[1:] == srt[:-1]) + 1
+    if not later.size:
+        return None
+    dup = np.zeros(srt.size, dtype=bool)
+    dup[order[later]] = True  # stable sort: the first occurrence comes first
+    return dup
+
+
 def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_threshold: float,
               pricing: Pricing | None, drop: bool, chunk_rows: int,
               traffic_mix: Mapping[str, float] | None, slice_column: str,
@@ -329,14 +372,10 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
     _usable(final, path)
     dup_all = None
     if "example_id" in final:
-        parts = [c["example_id"].to_numpy() for c in
-                 tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"])]
-        ids = np.concatenate(parts) if parts else np.zeros(0)
-        del parts
-        dup_all = _duplicates(ids)
-        del ids
+        dup_all = _streamed_duplicates(path, cmap, chunk_rows)
     issues = _Issues()
-    acc = EvalAccumulator(fallback_threshold, exact_rows=2_000_000)
+    acc = EvalAccumulator(fallback_threshold, exact_rows=STREAM_EXACT_ROWS,
+                          aurc_exact_rows=STREAM_EXACT_ROWS)
     notes: dict[str, str] = {}
     offset = 0
     for df in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows):

@@ -191,7 +191,8 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None) -> Iterator
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            pf = pq.ParquetFile(path)
+            # pre_buffer=False: the default read-ahead caches whole row groups (RSS grows)
+            pf = pq.ParquetFile(path, pre_buffer=False)
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
                 yield batch.to_pandas()
             return
