@@ -76,6 +76,21 @@ def test_table_fits_width_and_keeps_metric_names_whole(width: int) -> None:
     assert "CI confirms" in " ".join(out.split())
 
 
+def test_table_with_very_long_metric_names_stays_within_80_columns() -> None:
+    cmp = make_comparison()
+    long = "selective_accuracy[slice=enterprise-customers-emea-region]"
+    cmp.metrics[0].metric = long
+    out = render_table(cmp, ReportOptions(width=80))
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert long in lines  # unbroken, on its own line
+    flat = " ".join(out.split())
+    for r in cmp.metrics:
+        assert r.metric in lines
+    assert "base 0.912 · cand 0.881 · Δ -0.031 [-0.045, -0.017] · p <0.001 · REGRESSION" in flat
+    assert "CI confirms" in flat and "…" not in out
+
+
 def test_table_colour_only_when_asked() -> None:
     out = render_table(make_comparison(), ReportOptions(width=100, color=True))
     assert "\x1b[" in out

@@ -11,6 +11,7 @@ from io import StringIO
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -46,6 +47,25 @@ def _delta_cell(r: MetricComparison, stacked: bool) -> str:
     return f"{d}\n{ci}" if stacked else f"{d} {ci}"
 
 
+def _natural_width(table: Table) -> int:
+    """Width the table takes when nothing is squeezed (rendered on a very wide console)."""
+    buf = StringIO()
+    Console(file=buf, width=1000, color_system=None, soft_wrap=False).print(table)
+    return max((len(line.rstrip()) for line in buf.getvalue().splitlines()), default=0)
+
+
+def _print_stacked(console: Console, cmp: Comparison) -> None:
+    """Metric name on its own line, numbers and reason indented below."""
+    for r in cmp.metrics:
+        console.print(Text(r.metric, style="bold"), overflow="fold")
+        nums = Text(f"base {fmt_num(r.baseline)} · cand {fmt_num(r.candidate)} · "
+                    f"Δ {fmt_num(r.delta, signed=True)} {fmt_ci(r.ci)} · p {fmt_p(r.p_value)} · ")
+        nums.append_text(_verdict_text(r))
+        console.print(Padding(nums, (0, 0, 0, 2)))
+        if r.reason:
+            console.print(Padding(Text(r.reason, style="dim"), (0, 0, 0, 2)))
+
+
 def render_table(cmp: Comparison, opts: ReportOptions) -> str:
     """Comparison -> terminal text (ANSI colours only when ``opts.color``)."""
     width = max(40, int(opts.width or 100))
@@ -77,10 +97,14 @@ def render_table(cmp: Comparison, opts: ReportOptions) -> str:
         if wide:
             cells.append(Text(r.reason or ""))
         table.add_row(*cells)
-    if cmp.metrics:
-        console.print(table)
-    else:
+    fits = _natural_width(table) <= width
+    if not cmp.metrics:
         console.print(Text("no guardrails were checked", style="dim"))
+    elif not fits:  # very long metric names: one block per metric instead of a table
+        _print_stacked(console, cmp)
+        wide = True  # reasons already printed
+    else:
+        console.print(table)
 
     if not wide and any(r.reason for r in cmp.metrics):
         why = Table.grid(padding=(0, 2))
