@@ -185,3 +185,26 @@ def test_history_of_a_server_run(capsys: pytest.CaptureFixture[str],
     got = pd.read_csv(__import__("io").StringIO(out))
     assert got["step"].tolist() == list(range(7))
     assert got["value"].to_numpy() == pytest.approx([1 / (s + 1) for s in range(7)])
+
+
+def test_cross_backend_compare_mlflow_vs_wandb(
+        capsys: pytest.CaptureFixture[str], offline: Path,
+        evals: dict[str, tuple[Path, pd.DataFrame]]) -> None:
+    pytest.importorskip("aipm_mlflow", reason="the MLflow plugin is a separate distribution")
+    uri = f"sqlite:///{offline / 'mlflow.db'}"
+    code, out, err = aipm(capsys, "--mlflow-uri", uri, "log", str(evals["base"][0]), "--model",
+                          "bot", "--model-version", "1", "--to", "mlflow:bots")
+    assert code == 0, err
+    base_ref = out.strip().splitlines()[-1]
+    assert base_ref.startswith("mlflow:")
+    cand_ref = _log(capsys, evals["cand"][0], "2")
+    code, out, err = aipm(capsys, "--mlflow-uri", uri, "compare", base_ref, cand_ref,
+                          "--guardrails", str(offline / "g.yaml"), "--format", "json")
+    assert code == 1, err
+    doc = json.loads(out)
+    row = next(r for r in doc["metrics"] if r["metric"] == "accuracy" and not r["slice"])
+    b, c = evals["base"][1], evals["cand"][1]
+    assert row["baseline"] == pytest.approx((b.label == b.prediction).mean())
+    assert row["candidate"] == pytest.approx((c.label == c.prediction).mean())
+    assert row["test"] == "mcnemar-exact" and row["verdict"] in ("regression", "breach")
+    assert doc["candidate"]["ref"] == cand_ref
