@@ -309,3 +309,22 @@ def test_pyarrow_table_input() -> None:
 
     df = make_df(n=200, slices=False)
     assert evaluate(pa.Table.from_pandas(df)).metrics == evaluate(df).metrics
+
+
+def test_details_are_json_and_follow_conventions() -> None:
+    import json
+
+    df = make_df(n=1500, seed=11)
+    df.loc[df.index[:300], "confidence"] = 0.97  # an empty-ish reliability bin pattern + ties
+    res = evaluate(df, traffic_mix={"de": 0.2, "en": 0.5, "fr": 0.3}, drop_bad_rows=True)
+    d = json.loads(json.dumps(res.details, allow_nan=False))
+    assert set(d) >= {"reliability", "confusion", "risk_coverage", "latency_quantiles",
+                      "slices", "fallback_threshold", "data_issues", "traffic_mix"}
+    assert len(d["reliability"]["count"]) == 15
+    assert len(d["latency_quantiles"]["q"]) == 101 and d["latency_quantiles"]["q"][95] == 0.95
+    assert d["latency_quantiles"]["value"][50] == pytest.approx(res.metrics["latency_ms_p50"])
+    rc = d["risk_coverage"]
+    assert len(rc["coverage"]) == len(rc["risk"]) == len(rc["threshold"]) <= 201
+    assert all(a >= b for a, b in zip(rc["threshold"], rc["threshold"][1:], strict=False))
+    assert d["data_issues"] == []
+    assert "accuracy[mix=traffic]" in res.metrics and "n_examples[slice=de]" in res.metrics

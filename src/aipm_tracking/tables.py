@@ -108,8 +108,10 @@ def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
 
             conv = pcsv.ConvertOptions(include_columns=columns) if columns else None
             return pcsv.read_csv(path, convert_options=conv).to_pandas()
-        df = pd.read_json(path, lines=True)
-        return df[columns] if columns else df
+        import pyarrow.json as pjson  # same parser as streaming (no pandas dtype guessing)
+
+        tbl = pjson.read_json(path)
+        return (tbl.select(columns) if columns else tbl).to_pandas()
     except DataError:
         raise
     except (KeyError, MemoryError) as e:
