@@ -93,7 +93,6 @@ def _wrap_read_error(path: str, fmt: str, exc: BaseException) -> DataError:
 
 
 def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
-    import pandas as pd
 
     fmt = file_format(path)
     if not os.path.isfile(path):
