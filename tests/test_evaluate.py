@@ -328,3 +328,16 @@ def test_details_are_json_and_follow_conventions() -> None:
     assert all(a >= b for a, b in zip(rc["threshold"], rc["threshold"][1:], strict=False))
     assert d["data_issues"] == []
     assert "accuracy[mix=traffic]" in res.metrics and "n_examples[slice=de]" in res.metrics
+
+
+def test_int_label_float_prediction_is_one_class_and_empty_table_errors() -> None:
+    df = pd.DataFrame({"label": [1, 2, 2], "prediction": [1.0, 2.0, 1.0]})
+    res = evaluate(df)
+    assert res.details["confusion"] == {"labels": ["1", "2"], "matrix": [[1, 0], [1, 1]]}
+    with pytest.raises(DataError, match="no rows"):
+        evaluate(df.iloc[:0])
+    cols = pd.DataFrame({0: [1, 2], 1: [1, 3]})
+    cols_before = list(cols.columns)
+    with pytest.raises(DataError):
+        evaluate(cols)
+    assert list(cols.columns) == cols_before  # the caller's frame is not renamed

@@ -161,3 +161,27 @@ def test_cli_thresholds_run_reference(tmp_path: Path) -> None:
     direct = recommend_threshold((df["label"] == df["pred"]).to_numpy(),
                                  df["confidence"].to_numpy(), 0.1, 0.05)
     assert json.loads(r.stdout)["threshold"] == pytest.approx(direct.threshold)
+
+
+# -- properties ------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9, 1.0]), st.booleans()),
+                min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_aurc_properties(rows: list[tuple[float, bool]], rnd) -> None:  # type: ignore[no-untyped-def]
+    conf = np.array([r[0] for r in rows])
+    correct = np.array([r[1] for r in rows])
+    a = aurc(correct, conf)
+    assert 0.0 <= a <= 1.0 + 1e-12
+    perm = np.array(rnd.sample(range(len(rows)), len(rows)))
+    assert aurc(correct[perm], conf[perm]) == pytest.approx(a, abs=1e-12)
+    if correct.all():
+        assert a == 0.0
+    if not correct.any():
+        assert a == pytest.approx(1.0)
+    rc = risk_coverage(correct, conf)
+    assert rc.coverage[-1] == pytest.approx(1.0)
+    assert rc.risk[-1] == pytest.approx(1 - correct.mean())

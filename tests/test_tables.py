@@ -234,3 +234,25 @@ def test_histogram_aurc_close_to_exact() -> None:
     nz = np.flatnonzero(n)[::-1]
     approx = aurc_from_groups(Groups(nz / FINE_BINS, n[nz], err[nz]))
     assert approx == pytest.approx(aurc(correct, conf), abs=2e-4)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=400), st.lists(st.integers(1, 399), max_size=4),
+       st.integers(0, 10_000))
+def test_merge_any_split_equals_single_pass(n: int, cuts: list[int], seed: int) -> None:
+    df = make_df(n=n, seed=seed)
+    whole = EvalAccumulator()
+    whole.update(_cols(df))
+    bounds = sorted({0, n, *[c for c in cuts if c < n]})
+    merged = EvalAccumulator()
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        part = EvalAccumulator()
+        part.update(_cols(df.iloc[a:b]))
+        merged.merge(EvalAccumulator.from_state(part.to_state()))
+    r1, r2 = whole.result(), merged.result()
+    assert_same(r1.metrics, r2.metrics, rel=1e-9)
+    assert r1.details["confusion"] == r2.details["confusion"]

@@ -261,6 +261,11 @@ class EvalAccumulator:
             self._update_slices(cols)
 
     def _add_confusion(self, label: np.ndarray, pred: np.ndarray) -> None:
+        kinds = {label.dtype.kind, pred.dtype.kind}
+        if kinds in ({"i", "f"}, {"u", "f"}) and label.size:  # 1 vs 1.0: one class, not two
+            f = label if label.dtype.kind == "f" else pred
+            if np.all(np.isfinite(f)) and np.all(f == np.floor(f)):
+                label, pred = label.astype(np.int64), pred.astype(np.int64)
         if label.dtype.kind in "iu" and pred.dtype.kind in "iu" and label.size:
             lo = int(min(label.min(), pred.min()))
             hi = int(max(label.max(), pred.max()))

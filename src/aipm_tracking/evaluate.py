@@ -298,6 +298,8 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
             raise DataError(f"{src}: both 'slice' and slice column '{slice_column}' exist")
         df = df.rename(columns={slice_column: "slice"})
     _usable(df.columns, src)
+    if len(df) == 0:
+        raise DataError(f"{src}: the table has no rows")
     issues = _Issues()
     dup = _duplicates(df["example_id"].to_numpy()) if "example_id" in df.columns else None
     cols, keep, notes = _prepare(df, src, issues, fallback_threshold=fallback_threshold,
@@ -388,6 +390,8 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
         if not issues.found or drop:
             acc.update(cols)
     found = _raise_or_record(issues, path, drop)
+    if offset == 0:
+        raise DataError(f"{path}: the table has no rows")
     return _finish(acc, path, found, notes, traffic_mix, max_risk, risk_alpha)
 
 

@@ -139,8 +139,8 @@ def load_table(table: Any, column_map: Mapping[str, str] | None = None) -> tuple
     else:
         raise DataError(f"cannot evaluate a {type(table).__name__}: expected a pandas DataFrame, "
                         f"a pyarrow Table or a .csv/.parquet/.jsonl path")
-    df.columns = [str(c) for c in df.columns] if not all(
-        isinstance(c, str) for c in df.columns) else df.columns
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)  # never mutate the caller's frame
     renames = check_column_map(list(df.columns), column_map, src)
     if renames:
         df = df.rename(columns=renames)
