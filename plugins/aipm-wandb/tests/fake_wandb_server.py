@@ -37,6 +37,8 @@ class FakeRun:
     tags: list[str] = field(default_factory=list)
     created_at: str = "2026-01-01T00:00:00"
     files: dict[str, bytes] = field(default_factory=dict)  # name -> content
+    # logged artifacts: {"name", "type", "entries": {path: bytes}}
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     def node(self, full: bool = True) -> dict[str, Any]:
         last = max((int(r.get("_step", i)) for i, r in enumerate(self.history)), default=-1)
@@ -141,8 +143,35 @@ class FakeWandbServer:
             rows = [r for r in run.history if lo <= int(r["_step"]) < hi]
             rows = rows[: int(variables.get("pageSize") or len(rows))]
             return {"data": {"project": {"run": {"history": [json.dumps(r) for r in rows]}}}}
-        if op in ("RunFiles", "RunFile") or "files(" in query:
+        if op in ("RunFiles", "RunFile"):
             return self._files(query, variables)
+        if op == "RunOutputArtifacts":
+            run = self.runs.get((ent, proj, variables.get("run")))
+            if run is None:
+                return {"data": {"project": {"run": None}}}
+            edges = [{"node": self._artifact_node(run, i, a)}
+                     for i, a in enumerate(run.artifacts)]
+            return {"data": {"project": {"run": {"artifacts": {
+                "totalCount": len(edges), "edges": edges,
+                "pageInfo": {"__typename": "PageInfo", "endCursor": str(len(edges)),
+                             "hasNextPage": False}}}}}}
+        if op == "GetArtifactMembershipFileUrls":
+            found = next(((r, i, a) for r in self.runs.values() if r.entity == ent
+                          and r.project == proj for i, a in enumerate(r.artifacts)
+                          if a["name"] == variables.get("collection")), None)
+            if found is None:
+                return {"data": {"project": {"artifactCollection": None}}}
+            r, i, a = found
+            edges = [{"node": {"__typename": "File", "name": n,
+                               "directUrl": f"{self.url}/artifact-file/art-{r.run_id}-{i}/{n}"}}
+                     for n in a["entries"]]
+            return {"data": {"project": {"artifactCollection": {
+                "__typename": "ArtifactSequence", "artifactMembership": {"files": {
+                    "pageInfo": {"__typename": "PageInfo", "endCursor": str(len(edges)),
+                                 "hasNextPage": False}, "edges": edges}}}}}}
+        if op == "FetchArtifactManifest":
+            return {"data": {"artifact": {"currentManifest": {"file": {
+                "directUrl": f"{self.url}/manifest/{variables['id']}"}}}}}
         if op == "UpsertBucket":
             return self._upsert_bucket(variables)
         if op == "CreateRunFiles":
@@ -189,6 +218,42 @@ class FakeWandbServer:
             "sweepName": None, "historyLineCount": len(run.history),
             "project": {"id": "1", "name": run.project,
                         "entity": {"id": "1", "name": run.entity}}}}}}
+
+    def find_artifact(self, art_id: str) -> dict[str, Any] | None:
+        for run in self.runs.values():
+            for i, a in enumerate(run.artifacts):
+                if f"art-{run.run_id}-{i}" == art_id:
+                    return a
+        return None
+
+    def manifest(self, art_id: str) -> dict[str, Any] | None:
+        import base64
+        import hashlib
+
+        a = self.find_artifact(art_id)
+        if a is None:
+            return None
+        contents = {name: {"digest": base64.b64encode(hashlib.md5(b).digest()).decode(),
+                           "size": len(b)} for name, b in a["entries"].items()}
+        return {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
+                "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents}
+
+    def _artifact_node(self, run: FakeRun, i: int, a: dict[str, Any]) -> dict[str, Any]:
+        project = {"id": "1", "internalId": "1", "name": run.project,
+                   "entity": {"name": run.entity}}
+        seq = {"__typename": "ArtifactSequence", "name": a["name"], "project": project}
+        return {
+            "__typename": "Artifact", "id": f"art-{run.run_id}-{i}", "artifactSequence": seq,
+            "versionIndex": 0, "artifactType": {"name": a["type"]}, "description": None,
+            "metadata": "{}", "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [],
+            "historyStep": 0, "state": "COMMITTED",
+            "size": sum(len(b) for b in a["entries"].values()),
+            "digest": f"digest{i}", "commitHash": f"commit{i}",
+            "fileCount": len(a["entries"]), "createdAt": run.created_at,
+            "updatedAt": run.created_at,
+            "aliases": [{"__typename": "ArtifactAlias", "id": f"alias{i}", "alias": "latest",
+                         "artifactCollection": {"__typename": "ArtifactSequence",
+                                                "name": a["name"], "project": project}}]}
 
     def file_stream(self, path: str, raw: bytes) -> None:
         """``POST /files/E/P/R/file_stream``: history lines, summary, exit state."""
@@ -330,6 +395,17 @@ class FakeWandbServer:
                         if run.run_id == run_id and name in run.files:
                             self._send(200, run.files[name], ctype="application/octet-stream")
                             return
+                if len(parts) >= 4 and parts[1] == "artifact-file":
+                    a = server.find_artifact(parts[2])
+                    name = "/".join(parts[3:])
+                    if a is not None and name in a["entries"]:
+                        self._send(200, a["entries"][name], ctype="application/octet-stream")
+                        return
+                if len(parts) == 3 and parts[1] == "manifest":
+                    man = server.manifest(parts[2])
+                    if man is not None:
+                        self._send(200, json.dumps(man).encode())
+                        return
                 if server.debug:
                     print(f"[fake-wandb] GET {self.path}", file=sys.stderr, flush=True)
                 self._send(404, b"not found", ctype="text/plain")

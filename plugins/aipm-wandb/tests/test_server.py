@@ -93,6 +93,20 @@ def test_plain_wandb_run_through_metric_map(server: FakeWandbServer) -> None:
     assert got.examples.values.tolist() == rows
 
 
+def test_table_read_from_its_run_table_artifact(server: FakeWandbServer) -> None:
+    run, rows = _foreign(server)
+    table = run.files.pop(next(iter(run.files)))  # only the artifact holds the table now
+    run.artifacts.append({"name": "run-f0reign1-predictions-Xy12", "type": "run_table",
+                          "entries": {"predictions.table.json": table}})
+    got = backend({"val/acc": "accuracy"}).read_run("acme/legacy/f0reign1")
+    assert got.examples.values.tolist() == rows
+    assert list(got.examples.columns) == ["example_id", "label", "prediction", "confidence"]
+    ops = [op for op, _ in server.graphql_ops()]
+    assert "RunOutputArtifacts" in ops and "GetArtifactMembershipFileUrls" in ops
+    assert any(r["path"].startswith("/artifact-file/") for r in server.requests)
+    assert server.unknown == []
+
+
 def test_full_history_with_scan_history(server: FakeWandbServer) -> None:
     _foreign(server)
     pts = backend().read_history("acme/legacy/f0reign1", ["loss"])

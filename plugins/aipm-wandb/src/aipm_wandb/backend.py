@@ -164,7 +164,7 @@ class WandbBackend(BaseBackend):
                     import pandas as pd
 
                     try:
-                        frames = [remote.read_table(run, summary[k]) for k in keys]
+                        frames = [remote.read_table(run, k, summary[k]) for k in keys]
                     except DataError as err:
                         warnings.warn(f"{err}; the run is read without per-example data",
                                       AipmWarning, stacklevel=2)

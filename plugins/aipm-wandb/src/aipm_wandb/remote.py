@@ -8,9 +8,9 @@
   ``x_graphql_retry_max`` (``extra["retry_max"]`` or ``AIPM_WANDB_RETRY_MAX``, default 6)
   and also pass the wait min/max settings (measured on 0.31: the retry count is honoured,
   the 5xx backoff starts at ~2 s regardless); a final failure is one BackendError line;
-* full history through ``run.scan_history`` (all rows, paged), tables from the run's
-  files (the table JSON a ``wandb.Table`` is stored as) and the aipm files
-  (``aipm/run.json``, ``aipm/examples.parquet``); run listing paged with
+* full history through ``run.scan_history`` (all rows, paged); logged tables from their
+  ``run_table`` artifacts (``artifact.get(KEY)``), else from the table JSON stored as a run
+  file; the aipm files (``aipm/run.json``, ``aipm/examples.parquet``); run listing paged with
   ``api.runs(path, per_page=…)`` and a rich progress bar on a TTY.
 """
 
@@ -118,10 +118,41 @@ def run_files(run: Any) -> set[str]:
         raise BackendError(f"W&B file listing of run '{run.id}' failed: {_first_line(e)}") from None
 
 
-def read_table(run: Any, ref: Mapping[str, Any]) -> Any:
-    """A summary table reference -> DataFrame, from the table JSON stored with the run."""
+def _artifact_table(run: Any, key: str) -> Any:
+    """The table logged under ``key`` from the run's ``run_table`` artifact, or None.
+
+    W&B names the artifact ``run-RUNID-KEY`` (KEY stripped of characters such as ``/``,
+    wandb >= 0.2x may append a suffix) and the entry ``KEY.table.json``.
+    """
+    import re
+
+    entry = f"{key}.table.json"
+    prefix = f"run-{run.id}-{re.sub(r'[^A-Za-z0-9_.-]', '', key)}"
+    try:
+        arts = [a for a in run.logged_artifacts() if getattr(a, "type", "") == "run_table"]
+    except Exception as e:  # noqa: BLE001
+        raise BackendError(f"W&B artifact listing of run '{run.id}' failed: "
+                           f"{_first_line(e)}") from None
+    for art in arts:
+        if not str(art.name).split(":")[0].startswith(prefix):
+            continue
+        try:
+            table = art.get(entry)
+        except Exception as e:  # noqa: BLE001
+            raise BackendError(f"W&B artifact '{art.name}' of run '{run.id}' could not be "
+                               f"read: {_first_line(e)}") from None
+        if table is not None and hasattr(table, "get_dataframe"):
+            return table.get_dataframe()
+    return None
+
+
+def read_table(run: Any, key: str, ref: Mapping[str, Any]) -> Any:
+    """A logged table -> DataFrame: from its ``run_table`` artifact, else the run's file."""
     from .offline import table_json_to_frame
 
+    df = _artifact_table(run, key)
+    if df is not None:
+        return df
     path = str(ref.get("path") or "")
     data = download(run, path) if path else None
     if data is None:
