@@ -152,7 +152,7 @@ def tango_interval(n10: float, n01: float, n: float, level: float = 0.95) -> tup
     d_hat = (n10 - n01) / n
     # lower bound: T decreases in delta; find where T(delta) crosses +z on [-1, d_hat]
     lo_a, hi_a = np.array([-1.0, d_hat]), np.array([d_hat, 1.0])
-    for _ in range(64):
+    for _ in range(52):  # width 2 * 2**-52: float precision
         mid = (lo_a + hi_a) / 2.0
         t = _tango_stat(mid, n10, n01, n)
         go_up = np.array([t[0] > z, t[1] >= -z])
@@ -201,7 +201,7 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
 class BootstrapResult:
     """A bootstrap of ``candidate - baseline``: the point delta and the resample deltas."""
 
-    point: float
+    point: Any  # float (an array for vector-valued statistics)
     deltas: np.ndarray
     n: int
 
@@ -233,6 +233,12 @@ def _batches(n: int, n_boot: int, max_cells: int = 4_000_000) -> Iterator[int]:
         done += k
 
 
+def _point(stat: Stat, b: tuple[np.ndarray, ...], c: tuple[np.ndarray, ...]) -> Any:
+    d = (np.asarray(stat(*(a[None, :] for a in c)), float)[0]
+         - np.asarray(stat(*(a[None, :] for a in b)), float)[0])
+    return float(d) if np.ndim(d) == 0 else d
+
+
 def paired_bootstrap(stat: Stat, baseline: Any, candidate: Any, *, n_boot: int = 1000,
                      seed: int = 0) -> BootstrapResult:
     """Paired bootstrap of ``stat(candidate) - stat(baseline)``: resample rows (the same
@@ -241,14 +247,15 @@ def paired_bootstrap(stat: Stat, baseline: Any, candidate: Any, *, n_boot: int =
     ``baseline`` / ``candidate``: an array or a tuple of arrays, all of the same length
     (row ``i`` of one side pairs with row ``i`` of the other). ``stat(*arrays)`` receives
     2-d arrays (one resample per row) and returns one value per row, e.g.
-    ``lambda x: x.mean(axis=1)``. Memory is bounded by resampling in batches. Reproducible:
+    ``lambda x: x.mean(axis=1)`` (or a row of ``J`` values: then ``point`` has shape ``(J,)``
+    and ``deltas`` ``(n_boot, J)``). Memory is bounded by resampling in batches. Reproducible:
     the same seed gives the same deltas.
     """
     b, c = _as_tuple(baseline), _as_tuple(candidate)
     n = len(b[0])
     if any(len(a) != n for a in (*b, *c)):
         raise ValueError("paired_bootstrap: every array must have the same length")
-    point = float(stat(*(a[None, :] for a in c))[0] - stat(*(a[None, :] for a in b))[0])
+    point = _point(stat, b, c)
     rng = np.random.default_rng(seed)
     out = []
     for k in _batches(n, n_boot):
@@ -264,7 +271,7 @@ def unpaired_bootstrap(stat: Stat, baseline: Any, candidate: Any, *, n_boot: int
     is resampled on its own. Same conventions as :func:`paired_bootstrap`."""
     b, c = _as_tuple(baseline), _as_tuple(candidate)
     nb, nc = len(b[0]), len(c[0])
-    point = float(stat(*(a[None, :] for a in c))[0] - stat(*(a[None, :] for a in b))[0])
+    point = _point(stat, b, c)
     rng = np.random.default_rng(seed)
     out = []
     for k in _batches(max(nb, nc), n_boot):
