@@ -12,7 +12,8 @@ it keeps while they are small:
   relative error is at most ``SKETCH_ALPHA`` = 0.5% for values in [1e-9, 1e12] (each order
   statistic is represented within 0.5%, so is any linear interpolation of two of them).
 * **AURC, risk-coverage and threshold recommendations** are exact (one sort, ties grouped;
-  see :mod:`aipm_tracking.selective`) up to ``AURC_EXACT_ROWS`` rows; beyond that they come from
+  see :mod:`aipm_tracking.selective`) up to ``aurc_exact_rows`` rows (default
+  ``AURC_EXACT_ROWS`` = 2M; streaming evaluation uses 200k); beyond that they come from
   a histogram of ``FINE_BINS`` = 61,440 equal-width confidence bins, in which confidences in
   the same 1/61,440-wide bin count as tied and thresholds lie on that grid.
 * **ECE/MCE/reliability bins, Brier, rates, means, confusion** are exact sums at any size.
