@@ -279,6 +279,11 @@ def _warnings(base: RunRecord, cand: RunRecord, g: Guardrails | None) -> list[st
     return out
 
 
+def _finite_metrics(rec: RunRecord) -> dict[str, float | None]:
+    """A run's summary metrics as JSON-able floats (NaN/inf -> None), for reports."""
+    return {k: (mv.value if math.isfinite(mv.value) else None) for k, mv in rec.metrics.items()}
+
+
 def compare_runs(baseline: RunRecord, candidate: RunRecord,
                  guardrails: Guardrails | str | Mapping[str, Any] | None = None, *,
                  gate: str = "confirmed", allow_missing: bool = False,
@@ -304,7 +309,9 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
     alpha = g.alpha if g is not None else 0.05
     warnings = _warnings(base, cand, g)
     details: dict[str, Any] = {"baseline_details": base.details,
-                               "candidate_details": cand.details}
+                               "candidate_details": cand.details,
+                               "baseline_metrics": _finite_metrics(base),
+                               "candidate_metrics": _finite_metrics(cand)}
 
     drift_metrics: dict[str, float] = {}
     if base.examples is not None and cand.examples is not None:
