@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from aipm_tracking.compare import (
+from aipm_tracking.comparator import (
     _Ctx,
     changed_examples,
     compare_runs,

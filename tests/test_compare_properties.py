@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aipm_tracking.compare import compare_runs
+from aipm_tracking.comparator import compare_runs
 from aipm_tracking.guardrails import load_guardrails
 from aipm_tracking.metrics import default_registry
 from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord

@@ -40,3 +40,17 @@ def test_help_lists_every_command_without_heavy_imports() -> None:
             "try:\n    cli.main(['--help'], standalone_mode=False)\n"
             "except SystemExit:\n    pass")
     assert _imported_after(code) == []
+
+
+def test_public_api_functions_are_not_shadowed_by_submodules() -> None:
+    """`aipm.evaluate` / `aipm.compare` stay functions after the engine modules load."""
+    code = (
+        "import inspect, aipm_tracking as aipm\n"
+        "import aipm_tracking.comparator, aipm_tracking.evaluation, aipm_tracking.api\n"
+        "bad = [n for n in ('evaluate', 'compare', 'log', 'load_run', 'push', 'pull')\n"
+        "       if not inspect.isfunction(getattr(aipm, n))]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 
 The CLI commands are thin wrappers over these functions. Sources (a DataFrame, an eval
 file, a run reference) become :class:`RunRecord`; comparisons go through
-:func:`aipm_tracking.compare.compare_runs`. Heavy modules load inside the functions.
+:func:`aipm_tracking.comparator.compare_runs`. Heavy modules load inside the functions.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def compare(baseline: Any, candidate: Any, guardrails: Any = None, gate: str = "
             reference_sample: Any = None, queries_per_day: float | None = None,
             seed: int = 0, n_boot: int = 1000) -> Comparison:
     """Compare two runs (references, RunRecords, DataFrames or eval files) -> Comparison."""
-    from .compare import compare_runs
+    from .comparator import compare_runs
     from .plugins import emit
 
     if gate not in ("confirmed", "point", "strict"):
