@@ -229,8 +229,12 @@ def _duplicates(ids: Any) -> np.ndarray | None:
     a = np.asarray(ids)
     if a.size < 2:
         return None
-    if a.dtype.kind in "iu" and bool((a[1:] > a[:-1]).all()):
-        return None
+    if a.dtype.kind in "iu":
+        if bool((a[1:] > a[:-1]).all()):
+            return None
+        srt = np.sort(a)  # cheaper than hashing; the mask is only built when needed
+        if not bool((srt[1:] == srt[:-1]).any()):
+            return None
     d = pd.Series(a).duplicated(keep="first").to_numpy()
     return d if d.any() else None
 
