@@ -372,3 +372,34 @@ def test_points_for_a_run_started_elsewhere_resume_it(offline: Path) -> None:
     assert res.run_id == orig.run_id and (res.entity, res.project) == ("team", "p")
     assert [(r["_step"], r["loss"]) for r in res.history if "loss" in r] == [(1, 0.5), (2, 0.25)]
     assert orig.exit_code == 1 and res.exit_code == 0
+
+
+def test_table_reference_cannot_escape_the_run_dir(offline: Path, examples: pd.DataFrame) -> None:
+    from aipm_tracking.errors import DataError
+
+    lr = read_local_run(_locator(backend().write_run(make_record(examples), "team/p")))
+    (offline / "secret.json").write_text('{"columns": ["x"], "data": [[1]]}')
+    for bad in ("../../../secret.json", "/etc/passwd", ""):
+        with pytest.raises(DataError):
+            read_table_file(lr.run_dir, {"_type": "table-file", "path": bad})
+
+
+def test_local_listing_filters_and_limits(offline: Path) -> None:
+    b = backend()
+    for i, name in enumerate(("bot-a", "bot-b", "other")):
+        b.write_run(make_record(make_examples(20, seed=i), name=name, version=str(i)), "team/p")
+    folder = str(offline / "wandb")
+    assert sorted(r.name for r in b.list_runs(folder)) == ["bot-a", "bot-b", "other"]
+    assert sorted(r.name for r in b.list_runs(folder, filter="^bot-")) == ["bot-a", "bot-b"]
+    assert len(list(b.list_runs(folder, limit=2))) == 2
+    assert all(r.examples is None for r in b.list_runs(folder))
+    lr = read_local_run(_locator(b.write_run(make_record(make_examples(5)), "team/p")))
+    assert lr.summary["aipm/guardrails_hash"] == "0123456789abcdef"
+
+
+def test_disabled_mode_is_refused(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aipm_tracking.errors import UsageError
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(UsageError, match="disabled"):
+        backend().write_run(make_record(make_examples(5)), "team/p")

@@ -207,3 +207,33 @@ def test_wandb_sync_uploads_the_offline_run_and_pull_reads_it(
     assert got2.examples is None
     assert got2.model == rec.model and got2.guardrails_hash == rec.guardrails_hash
     assert got2.metric("accuracy[slice=de]") == pytest.approx(rec.metric("accuracy[slice=de]"))
+
+
+def test_listing_shows_progress_on_a_tty(server: FakeWandbServer,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import rich.progress
+
+    for i in range(3):
+        server.add_run(FakeRun("acme", "bots", f"tty{i:03d}", summary={"accuracy": 0.5}))
+    seen: dict[str, float] = {}
+
+    class Recording(rich.progress.Progress):
+        def add_task(self, description: str, *a: object, **kw: object) -> rich.progress.TaskID:
+            seen["total"] = float(kw.get("total") or 0)  # type: ignore[arg-type]
+            return super().add_task(description, *a, **kw)  # type: ignore[arg-type]
+
+        def advance(self, task_id: rich.progress.TaskID, advance: float = 1) -> None:
+            seen["done"] = seen.get("done", 0) + advance
+            super().advance(task_id, advance)
+
+    monkeypatch.setattr(rich.progress, "Progress", Recording)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert len(list(backend(per_page=2).list_runs("acme/bots"))) == 3
+    assert seen == {"total": 3, "done": 3}
+    seen.clear()
+    plugins.reset()
+    quiet = plugins.get_backend("wandb", BackendOptions(quiet=True))
+    assert len(list(quiet.list_runs("acme/bots"))) == 3
+    assert seen == {}

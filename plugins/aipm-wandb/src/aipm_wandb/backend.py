@@ -184,11 +184,13 @@ class WandbBackend(BaseBackend):
                                   or limit < 0):
             raise UsageError(f"limit must be a non-negative integer, got {limit!r}")
         if target and os.path.isdir(os.path.expanduser(target)):
-            return self._list_local(os.path.expanduser(target), limit)
+            return self._list_local(os.path.expanduser(target), filter, limit)
         return self._list_remote(target, filter, limit)
 
-    def _list_local(self, folder: str, limit: int | None) -> Iterator[RunRecord]:
+    def _list_local(self, folder: str, filter: str | None,
+                    limit: int | None) -> Iterator[RunRecord]:
         import glob
+        import re
 
         dirs = [d for d in glob.glob(os.path.join(glob.escape(folder), "*run-*"))
                 if os.path.isdir(d) and not os.path.islink(d)]
@@ -198,6 +200,13 @@ class WandbBackend(BaseBackend):
                 recs.append(self._read_local(d, with_examples=False))
             except DataError:
                 continue
+        if filter:
+            try:
+                pat = re.compile(filter)
+            except re.error as e:
+                raise UsageError(f"--filter for local W&B runs is a regular expression on "
+                                 f"the run name: {e}") from None
+            recs = [r for r in recs if pat.search(r.name)]
         recs.sort(key=lambda r: r.created_at or "", reverse=True)
         return iter(recs[:limit] if limit is not None else recs)
 

@@ -58,6 +58,11 @@ def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, 
     # at each call so a changed environment is respected
     kw: dict[str, Any] = {}
     mode = mode or os.environ.get("WANDB_MODE") or None
+    if mode == "disabled":
+        from aipm_tracking.errors import UsageError
+
+        raise UsageError("WANDB_MODE=disabled: W&B would store nothing; unset it or use "
+                         "WANDB_MODE=offline")
     run_dir = run_dir or os.environ.get("WANDB_DIR") or None
     if mode:
         kw["mode"] = mode
@@ -252,6 +257,8 @@ def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> No
     run.log({}, commit=True)
     for k, v in record_summary(record).items():
         run.summary[k] = v
+    if record.guardrails_hash:
+        run.summary["aipm/guardrails_hash"] = record.guardrails_hash
 
 
 def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
