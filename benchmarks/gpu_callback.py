@@ -70,10 +70,17 @@ def run(size: str, variant: str, wandb: object, tmp: str, checks: list[dict]) ->
     if variant == "wandb":
         run_ = wandb.init(project="bench", dir=tempfile.mkdtemp(dir=tmp),  # type: ignore[attr-defined]
                           reinit="finish_previous")
-    elif variant == "tracker":
+    elif variant.startswith("tracker") or variant.startswith("tr_"):
+        kw = {"tr_nobg": {"flush_every_s": 1e6, "flush_every_n": 10**9},
+              "tr_noread": {"flush_every_s": 1e6, "flush_every_n": 10**9,
+                            "readback_every": 10**9}}.get(variant, {})
         tr = aipm.Tracker(to="local", store=os.path.join(tmp, "store"), model=size,
-                          spool_dir=os.path.join(tmp, "spool"), flush_every_s=1.0,
-                          replay_on_start=False)
+                          spool_dir=os.path.join(tmp, "spool"), replay_on_start=False,
+                          **{"flush_every_s": 1.0, **kw})
+    buf: list = []
+    pend: list = []
+    ring = [torch.empty(300, dtype=torch.float64, pin_memory=(dev == "cuda")) for _ in range(8)]
+    slot = [0]
 
     def step(i: int) -> None:
         with torch.autocast(dev, dtype=torch.bfloat16):
@@ -85,8 +92,25 @@ def run(size: str, variant: str, wandb: object, tmp: str, checks: list[dict]) ->
             loss.item()
         elif variant == "wandb":
             wandb.log({"loss": loss.item()}, step=i)  # type: ignore[attr-defined]
+        elif variant == "tr_float":
+            tr.log(step=i, loss=1.0)  # type: ignore[union-attr]
         elif tr is not None:
             tr.log(step=i, loss=loss)
+        elif variant == "time_only":
+            time.time()
+        elif variant == "anchor_event":  # the anchor's deferred_event, 256 per read
+            buf.append(loss.detach())
+            if len(buf) == 256:
+                host = ring[slot[0] % 8]
+                slot[0] += 1
+                host[:256].copy_(torch.stack(buf).double(), non_blocking=True)
+                ev = torch.cuda.Event() if dev == "cuda" else None
+                if ev:
+                    ev.record()
+                pend.append((ev, host))
+                buf.clear()
+            while pend and (pend[0][0] is None or pend[0][0].query()):
+                pend.pop(0)[1].tolist()
 
     for i in range(WARMUP):
         step(i)
@@ -133,7 +157,11 @@ def log_call_cost(tmp: str, n: int = 20000) -> dict:
             for i in range(n):
                 tr.log(step=i, loss=t_dev)
             per_call = (time.perf_counter() - t) / n
-    return {"check": "tracker_log_call_us", "tensor_device": dev,
+    t = time.perf_counter()
+    for _ in range(n):
+        time.time()
+    clock_us = (time.perf_counter() - t) / n * 1e6
+    return {"check": "tracker_log_call_us", "tensor_device": dev, "time_time_us": round(clock_us, 3),
             "us_per_call": round(per_call * 1e6, 3), "readbacks": spent[1],
             "us_per_readback": round(spent[0] / max(spent[1], 1) * 1e6, 1)}
 
@@ -150,6 +178,9 @@ def main() -> None:
                       "torch": torch.__version__, "wandb": getattr(wandb, "__version__", None),
                       "steps": STEPS, "reps": REPS, "rounds": ROUNDS}), flush=True)
     variants = ["none", "item", "tracker"]
+    if os.environ.get("DIAG"):
+        variants = os.environ["DIAG"].split(",")
+        wandb = None
     tmp = tempfile.mkdtemp(prefix="aipm-gpu-bench-")
     checks: list[dict] = []
 
@@ -160,7 +191,7 @@ def main() -> None:
             print(json.dumps({"model": size, "variant": v, "error": repr(e)}), flush=True)
 
     try:
-        for size in SIZES:
+        for size in os.environ.get("ONLY", ",".join(SIZES)).split(","):
             times: dict[str, list[float]] = {}
             for r in range(ROUNDS):  # alternate the order so drift hits every variant alike
                 for v in (variants if r % 2 == 0 else variants[::-1]):
