@@ -215,6 +215,18 @@ def main() -> None:
                                   "ratio_to_none": round(s / b, 3),
                                   "none_ms": round(b * 1e3, 4),
                                   "blocks_ms": [round(t * 1e3, 4) for t in ts]}), flush=True)
+        if os.environ.get("PROFILE"):
+            import cProfile
+            import io
+            import pstats
+
+            pr = cProfile.Profile()
+            pr.enable()
+            run("small", "tracker", wandb, tmp, checks)
+            pr.disable()
+            out = io.StringIO()
+            pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(25)
+            print(out.getvalue()[-6000:], flush=True)
         checks.append(log_call_cost(tmp))
         for c in checks:
             print(json.dumps(c), flush=True)
