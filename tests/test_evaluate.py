@@ -158,6 +158,9 @@ def test_fallback_column_wins_over_threshold() -> None:
     ("latency_ms", -3.0, "negative"),
     ("cost_usd", -1e-4, "negative"),
     ("example_id", "dup", "duplicate"),
+    ("label", None, "null"),
+    ("latency_ms", np.inf, "infinite"),
+    ("overridden", "maybe", "not boolean"),
 ])
 def test_bad_rows_raise_with_counts_and_ids(column: str, value: object, problem: str) -> None:
     df = make_df(n=50, slices=False)

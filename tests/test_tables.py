@@ -256,3 +256,30 @@ def test_merge_any_split_equals_single_pass(n: int, cuts: list[int], seed: int) 
     r1, r2 = whole.result(), merged.result()
     assert_same(r1.metrics, r2.metrics, rel=1e-9)
     assert r1.details["confusion"] == r2.details["confusion"]
+
+
+def test_streamed_threshold_recommendation_on_grid(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from aipm_tracking import evaluate as ev
+    from aipm_tracking.selective import recommend_threshold, wilson_upper
+
+    monkeypatch.setattr(ev, "STREAM_EXACT_ROWS", 500)  # force the histogram path
+    rng = np.random.default_rng(12)
+    df = make_df(n=20000, seed=12)
+    df["confidence"] = rng.random(len(df))
+    df["prediction"] = np.where(rng.random(len(df)) < df["confidence"], df["label"],
+                                (df["label"] + 1) % 5)
+    path = write(df, tmp_path / "e.parquet")
+    res = evaluate(path, chunk_rows=3000, max_risk=0.1)
+    rec = res.details["threshold_recommendation"]
+    assert rec["found"] and rec["exact"] is False
+    assert res.details["risk_coverage"]["exact"] is False
+    conf, correct = df["confidence"].to_numpy(), (df["label"] == df["prediction"]).to_numpy()
+    ans = conf >= rec["threshold"]
+    assert int(ans.sum()) == rec["n_answered"]  # the claim holds on the raw rows
+    assert float(wilson_upper((~correct[ans]).sum(), ans.sum())) <= 0.1
+    exact = recommend_threshold(correct, conf, 0.1)
+    assert exact.coverage - 0.002 <= rec["coverage"] <= exact.coverage
+    from aipm_tracking.selective import aurc
+
+    assert res.metrics["aurc"] == pytest.approx(aurc(correct, conf), abs=1e-4)
