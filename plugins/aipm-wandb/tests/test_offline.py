@@ -212,7 +212,9 @@ def test_killed_run_yields_intact_records(offline: Path) -> None:
     assert steps == list(range(len(steps))) and len(steps) >= 100
     assert [r["loss"] for r in lr.history if "loss" in r] == pytest.approx(
         [1 / (s + 1) for s in steps])
-    rec = backend().read_run(run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AipmWarning)  # whether the kill cut a record varies
+        rec = backend().read_run(run_dir)
     assert rec.status == "incomplete"
 
     # a copy cut in the middle of a chunk: every record before the cut, plus a warning

@@ -65,6 +65,7 @@ def test_summary_only_read_from_config_and_summary(server: FakeWandbServer, aipm
     assert got.model == rec.model and got.guardrails_hash == rec.guardrails_hash
     assert got.metric("accuracy") == pytest.approx(rec.metric("accuracy"))
     assert got.metric("accuracy[slice=de]") == pytest.approx(rec.metric("accuracy[slice=de]"))
+    assert set(got.metrics) == set(rec.metrics)  # no W&B internals or aipm bookkeeping
     assert got.examples is None
 
 

@@ -135,7 +135,7 @@ def record_from_wandb(*, run_id: str, ref: str, display_name: str, config: Mappi
     block = config.get(CONFIG_KEY)
     metrics: dict[str, MetricValue] = {}
     for k, v in summary.items():
-        if k.startswith("_"):
+        if k.startswith("_") or k.startswith("aipm/"):  # W&B internals, our bookkeeping
             continue
         fv = _finite(v)
         if fv is None:
