@@ -237,7 +237,15 @@ def test_unpaired_bootstrap_and_p_value() -> None:
     assert res.p_value < 0.01
     same = paired_bootstrap(lambda x: x.mean(axis=1), b, b, n_boot=200, seed=0)
     assert same.p_value == 1.0 and same.ci(0.95) == (0.0, 0.0)
-    assert bootstrap_p_value(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * 1 / 4)
+    assert bootstrap_p_value(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
+    # every resample on one side: the normal tail, not the 2/(R+1) floor
+    assert bootstrap_p_value(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * sps.norm.sf(2.0))
+    # levels beyond the resolution of R resamples get a normal tail, never narrower
+    d = np.random.default_rng(0).normal(0.0, 1.0, 1000)
+    lo, hi = percentile_interval(d, 0.9995)
+    z = sps.norm.ppf(0.99975)
+    assert hi >= d.mean() + z * d.std(ddof=1) - 1e-12 and lo <= d.mean() - z * d.std(ddof=1)
+    assert percentile_interval(d, 0.95) == pytest.approx(tuple(np.quantile(d, [0.025, 0.975])))
     with pytest.raises(ValueError):
         percentile_interval(np.zeros(3), 1.5)
 

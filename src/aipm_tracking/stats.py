@@ -165,36 +165,56 @@ def tango_interval(n10: float, n01: float, n: float, level: float = 0.95) -> tup
 
 # -- bootstrap -------------------------------------------------------------------------------
 
+#: Fewer resamples than this in a tail: the interval/p-value extend with a normal tail.
+MIN_TAIL = 5
+
+
 def percentile_interval(deltas: np.ndarray, level: float) -> tuple[float, float]:
     """Equal-tailed percentile interval of stored bootstrap deltas at ``level``.
 
-    With ``R`` resamples the tails rest on about ``R * (1 - level) / 2`` values: keep
-    ``level <= 1 - 10 / R`` for stable bounds (0.99 with the default 1,000).
+    With ``R`` resamples a tail rests on ``R * (1 - level) / 2`` values. When that is fewer
+    than :data:`MIN_TAIL` (levels above 0.99 with the default 1,000, as Holm-adjusted levels
+    across many guardrails are), the percentile bounds would stop at the most extreme
+    resamples; the interval is then widened to at least ``mean +- z * sd`` of the resamples
+    (a normal tail), so high levels never get narrower than the data support.
     """
-    _z(level)  # validates the level
+    z = _z(level)  # validates the level
     d = np.asarray(deltas, dtype=float)
     d = d[np.isfinite(d)]
     if d.size == 0:
         return (float("nan"), float("nan"))
-    lo, hi = np.quantile(d, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return (float(lo), float(hi))
+    lo, hi = (float(v) for v in np.quantile(d, [(1.0 - level) / 2.0, (1.0 + level) / 2.0]))
+    if d.size * (1.0 - level) / 2.0 < MIN_TAIL and d.size > 1:
+        m, sd = float(d.mean()), float(d.std(ddof=1))
+        lo, hi = min(lo, m - z * sd), max(hi, m + z * sd)
+    return (lo, hi)
 
 
 def bootstrap_p_value(deltas: np.ndarray) -> float:
     """Two-sided bootstrap p-value against no difference.
 
-    ``min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (R + 1))``: about the smallest
-    ``alpha`` at which the percentile interval at ``1 - alpha`` excludes 0 (the +1 keeps it
-    from being 0 with finitely many resamples). All resamples at exactly 0 give 1.0.
+    ``min(1, 2 * (k + 1) / (R + 1))`` with ``k = min(#{d* <= 0}, #{d* >= 0})``: about the
+    smallest ``alpha`` at which the percentile interval at ``1 - alpha`` excludes 0 (the +1
+    keeps it from being 0 with finitely many resamples). When every resample lies on one side
+    of 0 (``k = 0``), the p-value is the smaller of that and the normal tail
+    ``2 * Phi(-|mean| / sd)`` of the resamples, matching :func:`percentile_interval`'s normal
+    extension, so a clear difference is not stuck at ``2 / (R + 1)`` (which Holm across many
+    guardrails could never reject). All resamples exactly 0 give 1.0.
     """
     d = np.asarray(deltas, dtype=float)
     d = d[np.isfinite(d)]
     r = d.size
     if r == 0:
         return float("nan")
-    below = np.count_nonzero(d <= 0.0) + 1
-    above = np.count_nonzero(d >= 0.0) + 1
-    return float(min(1.0, 2.0 * min(below, above) / (r + 1)))
+    k = min(np.count_nonzero(d <= 0.0), np.count_nonzero(d >= 0.0))
+    p = min(1.0, 2.0 * (k + 1) / (r + 1))
+    if k == 0 and r > 1:
+        from scipy.stats import norm
+
+        sd = float(d.std(ddof=1))
+        if sd > 0:
+            p = min(p, float(2.0 * norm.sf(abs(float(d.mean())) / sd)))
+    return p
 
 
 @dataclass
