@@ -22,7 +22,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 import numpy, pandas, pyarrow.parquet, scipy.special  # imports first: their RSS is the floor
-from aipm_tracking.evaluate import evaluate
+from aipm_tracking.evaluation import evaluate
 floor_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 res = evaluate(sys.argv[1])

@@ -38,7 +38,7 @@ def main() -> None:
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import accuracy_score, confusion_matrix
 
-    from aipm_tracking.evaluate import evaluate
+    from aipm_tracking.evaluation import evaluate
 
     evaluate(df.head(1000))  # warm imports (scipy, pandas paths) outside the timing
 

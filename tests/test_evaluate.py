@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from aipm_tracking.errors import DataError, UsageError
-from aipm_tracking.evaluate import aurc, brier, ece_mce, evaluate
+from aipm_tracking.evaluation import aurc, brier, ece_mce, evaluate
 from aipm_tracking.pricing import Pricing
 
 

@@ -18,7 +18,7 @@ from aipm_tracking.accumulate import (
     sketch_update,
 )
 from aipm_tracking.errors import DataError
-from aipm_tracking.evaluate import evaluate
+from aipm_tracking.evaluation import evaluate
 
 
 def make_df(n: int = 3000, seed: int = 0) -> pd.DataFrame:
@@ -260,7 +260,7 @@ def test_merge_any_split_equals_single_pass(n: int, cuts: list[int], seed: int) 
 
 def test_streamed_threshold_recommendation_on_grid(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from aipm_tracking import evaluate as ev
+    from aipm_tracking import evaluation as ev
     from aipm_tracking.selective import recommend_threshold, wilson_upper
 
     monkeypatch.setattr(ev, "STREAM_EXACT_ROWS", 500)  # force the histogram path

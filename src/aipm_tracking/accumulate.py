@@ -88,7 +88,7 @@ class EvalAccumulator:
     ``label`` and ``prediction`` (any values, for the confusion matrix), ``confidence``
     (float in [0, 1]), ``fallback`` (bool), ``overridden`` (float, NaN = null), ``latency_ms``,
     ``cost_usd`` (float >= 0) and ``slice`` (values; None/NaN = no slice). Rows must already be
-    clean (see :mod:`aipm_tracking.evaluate`).
+    clean (see :mod:`aipm_tracking.evaluation`).
     """
 
     def __init__(self, fallback_threshold: float = 0.5, *, exact_rows: int | None = 2_000_000,

@@ -80,7 +80,7 @@ def parse_traffic_mix(spec: Any) -> dict[str, float] | None:
 def evaluate(table: Any, *, fallback_threshold: float = 0.5,
              column_map: Mapping[str, str] | None = None, **kwargs: Any) -> EvalResult:
     """Per-example table (DataFrame, CSV/Parquet/JSONL path) -> :class:`EvalResult`."""
-    from .evaluate import evaluate as _evaluate
+    from .evaluation import evaluate as _evaluate
 
     return _evaluate(table, fallback_threshold=fallback_threshold,
                      column_map=dict(column_map or {}) or None, **kwargs)

@@ -17,7 +17,7 @@ def _recommend_for_run(source: str, max_risk: float, alpha: float,
 
     ref = parse_ref(source)
     if ref.scheme == "file":
-        from ..evaluate import evaluate
+        from ..evaluation import evaluate
 
         res = evaluate(ref.locator, column_map=column_map or None, max_risk=max_risk,
                        risk_alpha=alpha, keep_examples=False)
