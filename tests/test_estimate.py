@@ -214,6 +214,18 @@ def test_shuffled_rows_pair_by_id(pair) -> None:  # type: ignore[no-untyped-def]
         a["accuracy"].delta)
 
 
+def test_ids_of_different_types_pair_as_text() -> None:
+    """Ids read as integers from one file and as text from another still pair."""
+    b = table(200, 12)
+    b["example_id"] = np.arange(200)
+    c = b.copy()
+    c["example_id"] = [str(i) for i in range(200)]
+    c = c.iloc[::-1]
+    ests, info = estimate_deltas(record(b), record(c), ["accuracy"])
+    assert info.paired and info.matched == 200
+    assert ests["accuracy"].delta == 0.0 and ests["accuracy"].p_value == 1.0
+
+
 def test_mismatched_eval_sets_are_inconclusive(pair) -> None:  # type: ignore[no-untyped-def]
     b, c = pair
     rb = record(b.iloc[:1000])

@@ -305,7 +305,10 @@ class _Sides:
                 return None
         ck = ("codes", src, column)
         if ck not in self.cache:
-            codes, uniques = pd.factorize(self.raw(src, column))
+            codes, uniques = pd.factorize(df[column])
+            idx = self.ib if src == "b" else self.ic
+            if idx is not None and self.mode == "paired":
+                codes = codes[idx]
             self.cache[ck] = (codes, {str(u): i for i, u in enumerate(uniques)})
         codes, lookup = self.cache[ck]
         return codes == lookup.get(value, -2)  # type: ignore[no-any-return]
