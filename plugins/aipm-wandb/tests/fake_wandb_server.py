@@ -75,6 +75,7 @@ class FakeWandbServer:
         self.fail_ops: set[str] | None = None
         self.unknown: list[str] = []
         self.artifacts: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.debug = bool(os.environ.get("AIPM_FAKE_WANDB_DEBUG"))
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -174,6 +175,11 @@ class FakeWandbServer:
                 "directUrl": f"{self.url}/manifest/{variables['id']}"}}}}}
         if op == "UpsertBucket":
             return self._upsert_bucket(variables)
+        if op == "ArtifactType":  # "does artifact NAME exist, of which type": no
+            return {"data": {"project": {"artifact": None}}}
+        if op == "NotifyScriptableRunAlert":
+            self.alerts.append(dict(variables))
+            return {"data": {"notifyScriptableRunAlert": {"success": True}}}
         if op == "CreateRunFiles":
             run_name = variables["run"]
             files = [{"name": n, "uploadUrl": f"{self.url}/upload/{ent}/{proj}/{run_name}/{n}"}

@@ -239,3 +239,26 @@ def test_listing_shows_progress_on_a_tty(server: FakeWandbServer,
     quiet = plugins.get_backend("wandb", BackendOptions(quiet=True))
     assert len(list(quiet.list_runs("acme/bots"))) == 3
     assert seen == {}
+
+
+def test_online_push_and_comparison_alert(server: FakeWandbServer) -> None:
+    """Online mode: wandb.init talks to the (fake) server; the alert is a real mutation."""
+    from test_offline import _comparison
+
+    df = make_examples(60, seed=11)
+    rec = make_record(df)
+    ref = backend().write_run(rec, "acme/online")
+    assert ref.startswith("wandb:acme/online/")
+    run_id = ref.rsplit("/", 1)[1]
+    fake = server.runs[("acme", "online", run_id)]
+    assert fake.state == "finished" and fake.config["openai_api_key"] == "***"
+    got = backend().read_run(f"acme/online/{run_id}")
+    assert got.metrics == rec.metrics
+    pd.testing.assert_frame_equal(got.examples, df)
+
+    cref = backend().write_comparison(_comparison(True), "acme/reviews")
+    assert cref.startswith("wandb:acme/reviews/")
+    (alert,) = server.alerts
+    assert alert["severity"] == "ERROR" and alert["projectName"] == "reviews"
+    assert "accuracy: regression" in alert["text"] and "bot-2" in alert["title"]
+    assert server.unknown == []
