@@ -165,7 +165,7 @@ def _match_ids(ids_b: pd.Series, ids_c: pd.Series) -> tuple[np.ndarray | None, n
     vb, vc = ids_b.to_numpy(), ids_c.to_numpy()
     if (vb.dtype.kind in "iub") != (vc.dtype.kind in "iub"):
         vb, vc = ids_b.astype(str).to_numpy(object), ids_c.astype(str).to_numpy(object)
-    if vb.size == vc.size:
+    if vb.size == vc.size and ids_b.dtype != ids_c.dtype:  # same dtype: .equals said no
         try:
             if bool(np.all(vb == vc)):
                 return None, None

@@ -281,13 +281,13 @@ class AurcKernel:
         conf = np.asarray(confidence, dtype=np.float64)
         err = ~np.asarray(correct).astype(bool)
         n = conf.size
-        srt = np.sort(conf)
+        # one sort of (confidence bits, error): confidences in [0, 1] order like their bits
+        key = np.sort(((conf + 0.0).view(np.int64) << 1) | err)
+        srt = (key >> 1).view(np.float64)
         starts = np.concatenate(([0], np.flatnonzero(srt[1:] != srt[:-1]) + 1))
         distinct = srt[starts]
         sizes = np.diff(np.append(starts, n))
-        e_srt = np.sort(conf[err])
-        errs = (np.searchsorted(e_srt, distinct, side="right")
-                - np.searchsorted(e_srt, distinct, side="left"))
+        errs = np.add.reduceat(key & 1, starts) if n else np.zeros(0, np.int64)
         exact = aurc_from_groups(Groups(distinct[::-1], sizes[::-1], errs[::-1]))
         if n <= AURC_EXACT_ROWS or distinct.size <= AURC_BINS:  # one bin per value: exact
             b = np.searchsorted(distinct, conf)
