@@ -2,41 +2,47 @@
 
 A bootstrap resample of ``n`` rows draws each row with probability ``1/n``; the number of
 draws that land in a set of rows (a *cell*) is multinomial. When a statistic depends on the
-rows only through per-cell counts, one multinomial draw over a few hundred or thousand cells
-per replicate replaces ``n`` index draws: 1,000 replicates of a 1M-row paired comparison cost
-milliseconds instead of 10^9 operations. Paired runs use *joint* cells (the baseline's state
-of a row crossed with the candidate's), so the pairing is kept exactly; unpaired runs draw each
-side over its own cells.
+rows only through per-cell counts, one draw over a few hundred or thousand cells per replicate
+replaces ``n`` index draws: 1,000 replicates of a 1M-row paired comparison cost milliseconds
+instead of 10^9 operations. Paired runs use *joint* cells (the baseline's state of a row
+crossed with the candidate's), so the pairing is kept exactly; unpaired runs draw each side
+over its own cells. Counts are multinomial (the exact bootstrap) up to ``POISSON_MIN_ROWS``
+(100k) rows and independent Poisson above (the Poisson bootstrap, 3x cheaper to draw; the
+resample size then varies by +-sqrt(n), which changes variances by O(1/n)).
 
 Each statistic, and where it is exact or approximate:
 
 * **rates and ratios** (:class:`RatioKernel`: selective accuracy, an override rate whose nulls
   differ between runs, traffic-mix strata): states (excluded, 0, 1) per side: exact.
-* **percentiles** (:class:`QuantileKernel`): rows outside a window of +-(8 SE + 16) ranks
-  around the percentile's position collapse into "below"/"above" (the resampled percentile
-  leaves that window with probability < 1e-15); the window is cut into bins of at most
-  SE/4 ranks (SE = sqrt(n q (1-q)), the bootstrap SD of the percentile's rank). Counts per
-  bin are exact; inside a bin the draws are spread evenly over its sorted rows, which moves a
-  replicate by less than a bin (SE/4 ranks, an error uncorrelated with the replicate, adding
-  < 1% to the bootstrap variance). With fewer rows than bins every row is its own bin: exact.
+* **percentiles** (:class:`QuantileKernel`, all requested percentiles of a column at once):
+  rows outside a window of +-(8 SE + 16) ranks around each percentile's position collapse
+  into "gap" states (the resampled percentile leaves its window with probability < 1e-15);
+  windows are cut into bins of at most SE/4 ranks (SE = sqrt(n q (1-q)), the bootstrap SD of
+  the percentile's rank). Counts per bin are exact; inside a bin the draws are spread evenly
+  over its sorted rows, so a replicate moves by less than a bin. With fewer window rows than
+  bins every row is its own bin, and the cell bootstrap is the row bootstrap.
 * **ECE / MCE** (:class:`CalibrationKernel`): states (reliability bin, correct) per side;
   counts exact, each cell's confidence sum taken as count x the cell's mean confidence. The
   neglected within-cell spread is that of confidence inside a 1/15-wide bin (variance
-  <= 1/2700), under 0.5% of the variance of the correct counts at any accuracy in [5%, 95%].
+  <= 1/2700), under 1% of the variance of the correct counts at any accuracy in [5%, 95%].
 * **AURC** (:class:`AurcKernel`): states (confidence bin, error); confidences in one bin
-  count as tied (the tie rule of :mod:`aipm_tracking.selective`), 24 equal-count bins; exact
-  when there are at most that many distinct confidences or at most 2,000 rows (one bin per
-  distinct value).
+  count as tied (the tie rule of :mod:`aipm_tracking.selective`), ``AURC_BINS`` = 16
+  equal-count bins; exact when there are at most that many distinct confidences or at most
+  2,000 rows (one bin per distinct value).
 * **means** (:func:`mean_replicates`: Brier, latency mean, cost per query; paired runs use the
-  per-row difference): rows are grouped into 256 groups by value (quantiles of the values);
-  a replicate is ``sum_g N_g mean_g + sqrt(N_g) sd_g Z_g`` with ``N`` multinomial and ``Z``
+  per-row difference): rows are grouped by value into 64 equal-width groups between the 0.5%
+  and 99.5% quantiles plus one group per tail; a replicate is
+  ``sum_g N_g mean_g + sqrt(N_g) sd_g Z_g`` with ``N`` the resampled group counts and ``Z``
   standard normal: the within-group part has the exact mean and variance of the bootstrap,
   the group counts keep the skew. Tables with ``n * n_boot <= 1e6`` are resampled row by row.
 
 Every replicate is re-centred: ``delta* - delta_cells + delta_exact`` where ``delta_cells`` is
 the cell statistic at the observed counts, so approximations never move the centre of the
-interval, only (slightly) its width. ``tests/test_stats.py`` checks widths against a row-level
-bootstrap and coverage on simulated data.
+interval, only (slightly) its width. ``tests/test_stats.py`` checks the bootstrap SD of every
+kernel against a row-level bootstrap (within -15%/+18%, both the multinomial and the Poisson
+path; measured on 8,000-20,000 rows: percentiles and means within 3%, AURC and ECE within
+7%, i.e. within the Monte Carlo error of the reference) and the coverage of the percentile
+interval on simulated data.
 """
 
 from __future__ import annotations
