@@ -252,26 +252,35 @@ class EvalAccumulator:
                 sketch_update(self.sketch, a)
             self.lat_exact = None
 
+    def _slice_acc(self, key: str) -> EvalAccumulator:
+        acc = self.slices.get(key)
+        if acc is None:
+            acc = self.slices[key] = EvalAccumulator(
+                self.fallback_threshold, exact_rows=self.exact_rows, slices=False,
+                cost_by_confidence=self._cost_hist, aurc_exact_rows=self.aurc_exact_rows)
+        return acc
+
     def _update_slices(self, cols: dict[str, np.ndarray]) -> None:
+        """Split a chunk by slice value with one stable (radix) sort of the slice codes; the
+        gathers then read each column in increasing order within a slice (cheaper than a
+        boolean-mask compress per slice value, measured)."""
         import pandas as pd
 
         codes, uniq = pd.factorize(cols["slice"])
         self.s["slice_missing"] += int(np.count_nonzero(codes < 0))
-        small = codes.astype(np.int16) if len(uniq) < 30000 else codes
-        order = np.argsort(small, kind="stable")
-        bounds = np.searchsorted(small[order], np.arange(-1, len(uniq) + 1))
-        sub_cols = {k: v[order] for k, v in cols.items() if k != "slice"}
+        # per-slice confusion matrices are not reported: leave label/prediction out
+        rest = {k: v for k, v in cols.items() if k not in ("slice", "label", "prediction")}
+        if len(uniq) < 127:
+            codes = codes.astype(np.int8)
+        elif len(uniq) < 32767:
+            codes = codes.astype(np.int16)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(-1, len(uniq) + 1, dtype=codes.dtype))
+        sub_cols = {k: v[order] for k, v in rest.items()}
         for i, name in enumerate(uniq):
             a, b = bounds[i + 1], bounds[i + 2]
-            if b <= a:
-                continue
-            key = str(name)
-            acc = self.slices.get(key)
-            if acc is None:
-                acc = self.slices[key] = EvalAccumulator(
-                    self.fallback_threshold, exact_rows=self.exact_rows, slices=False,
-                    cost_by_confidence=self._cost_hist, aurc_exact_rows=self.aurc_exact_rows)
-            acc.update({k: v[a:b] for k, v in sub_cols.items()})
+            if b > a:
+                self._slice_acc(str(name)).update({k: v[a:b] for k, v in sub_cols.items()})
 
     # -- merge -------------------------------------------------------------------------------
     def merge(self, other: EvalAccumulator) -> EvalAccumulator:
