@@ -166,6 +166,71 @@ def log_call_cost(tmp: str, n: int = 20000) -> dict:
             "us_per_readback": round(spent[0] / max(spent[1], 1) * 1e6, 1)}
 
 
+def ab(size: str, variant: str, wandb: object, tmp: str, pairs: int, block: int) -> dict:
+    """Paired A/B on one model: alternate blocks without logging and with ``variant``.
+
+    Slow drift of the machine (which moves whole runs by +-15% on the small model) cancels
+    in each pair's ratio; the median of the pair ratios is reported. The tracker's
+    background thread runs throughout, so part of its flush work can land in a 'none' block.
+    """
+    width, depth, batch = SIZES[size]
+    torch.manual_seed(0)
+    model = make(width, depth)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, width, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    tr = run_ = None
+    if variant == "wandb":
+        run_ = wandb.init(project="bench", dir=tempfile.mkdtemp(dir=tmp),  # type: ignore[attr-defined]
+                          reinit="finish_previous")
+    elif variant == "tracker":
+        tr = aipm.Tracker(to="local", store=os.path.join(tmp, "store"), model=size,
+                          spool_dir=os.path.join(tmp, "spool"), replay_on_start=False)
+    i = 0
+
+    def steps(n: int, log: bool) -> float:
+        nonlocal i
+        sync()
+        t = time.perf_counter()
+        for _ in range(n):
+            with torch.autocast(dev, dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log:
+                if variant == "item":
+                    loss.item()
+                elif variant == "wandb":
+                    wandb.log({"loss": loss.item()}, step=i)  # type: ignore[attr-defined]
+                elif tr is not None:
+                    tr.log(step=i, loss=loss)
+            i += 1
+        sync()
+        return (time.perf_counter() - t) / n
+
+    steps(WARMUP, True)
+    ratios, base_ms, var_ms = [], [], []
+    for p in range(pairs):
+        if p % 2 == 0:
+            b, v = steps(block, False), steps(block, True)
+        else:
+            v, b = steps(block, True), steps(block, False)
+        ratios.append(v / b)
+        base_ms.append(b * 1e3)
+        var_ms.append(v * 1e3)
+    if run_ is not None:
+        run_.finish()
+    if tr is not None:
+        tr.finish()
+    q = statistics.quantiles(ratios, n=4)
+    return {"mode": "ab", "model": size, "variant": variant, "pairs": pairs, "block": block,
+            "ratio_median": round(statistics.median(ratios), 4),
+            "ratio_iqr": [round(q[0], 4), round(q[2], 4)],
+            "none_ms": round(statistics.median(base_ms), 4),
+            "variant_ms": round(statistics.median(var_ms), 4)}
+
+
 def main() -> None:
     wandb = None
     try:
@@ -178,6 +243,15 @@ def main() -> None:
                       "torch": torch.__version__, "wandb": getattr(wandb, "__version__", None),
                       "steps": STEPS, "reps": REPS, "rounds": ROUNDS}), flush=True)
     variants = ["none", "item", "tracker"]
+    if os.environ.get("AB"):
+        tmp = tempfile.mkdtemp(prefix="aipm-gpu-ab-")
+        pairs = int(os.environ.get("PAIRS", "16"))
+        for size in os.environ.get("ONLY", ",".join(SIZES)).split(","):
+            block = int(os.environ.get("BLOCK_" + size.upper(), "300"))
+            for v in ["tracker", "item"] + (["wandb"] if wandb else []):
+                print(json.dumps(ab(size, v, wandb, tmp, pairs, block)), flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if os.environ.get("DIAG"):
         variants = os.environ["DIAG"].split(",")
         wandb = None
