@@ -276,3 +276,27 @@ def test_bad_uris_and_run_ids(tmp_path: Path, sqlite_uri: str) -> None:
         be.read_run("../../etc/passwd")
     with pytest.raises(RunNotFoundError):
         be.read_run("0" * 32)
+
+
+def test_tracker_streams_through_the_plugin(sqlite_uri: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from aipm_tracking.tracker import Tracker
+
+    spy = _CountCalls(monkeypatch, MlflowClient, "log_batch")
+    log_metric = _CountCalls(monkeypatch, MlflowClient, "log_metric")
+    with Tracker(to="mlflow:tracker", run_name="t", model="m", model_version="1",
+                 mlflow_uri=sqlite_uri, spool_dir=tmp_path / "spool", flush_every_s=0.2,
+                 config={"lr": 0.1}) as tr:
+        for i in range(3000):
+            tr.log(step=i, loss=1.0 / (i + 1), lr=0.1)
+    assert tr.ref is not None and tr.ref.startswith("mlflow:")
+    be = backend(sqlite_uri)
+    hist = be.read_history(tr.ref, ["loss"])
+    assert [p.step for p in hist] == list(range(3000))
+    assert [p.value for p in hist] == pytest.approx([1.0 / (i + 1) for i in range(3000)])
+    assert be.read_run(tr.ref, with_examples=False).status == "finished"
+    metric_batches = [kw["metrics"] for _, kw in spy.calls if kw.get("metrics")]
+    assert all(len(m) <= 1000 for m in metric_batches)
+    assert len(metric_batches) < 60 and not log_metric.calls  # batched, never per point

@@ -279,7 +279,10 @@ class MlflowBackend(BaseBackend):
             self.client.log_table(run_id, data=df, artifact_file="aipm/examples_table.json")
 
     def _write_body(self, exp_id: str, run_id: str, record: RunRecord, resumed: bool,
-                    logged_params: dict[str, str] | None = None) -> None:
+                    logged_params: dict[str, str] | None = None,
+                    series: frozenset[str] = frozenset()) -> None:
+        """Everything but the run itself. ``series``: metric keys already streamed (their
+        latest point is the summary; logging it again at step 0 would pollute the history)."""
         overflow: dict[str, str] = {}
         params = self._params(record.config, overflow)
         if logged_params:  # MLflow params are write-once: keep the first, say so
@@ -299,7 +302,7 @@ class MlflowBackend(BaseBackend):
 
         metrics = [Metric(self._key(k), float(mv.value), ts, 0, model_id=model_id,
                           dataset_name=ds_name, dataset_digest=ds_digest)
-                   for k, mv in record.metrics.items()]
+                   for k, mv in record.metrics.items() if self._key(k) not in series]
         for chunk in chunked(metrics, MAX_METRICS_PER_BATCH):
             self._log_batch(run_id, metrics=chunk, op="log metrics")
         extra_tags = [(cv.TAG_RECORD, cv.RUN_JSON)]
@@ -488,7 +491,8 @@ class MlflowBackend(BaseBackend):
         if record is not None:
             run = self._get_run(run_id)
             self._write_body(run.info.experiment_id, run_id, record, resumed=True,
-                             logged_params=dict(run.data.params))
+                             logged_params=dict(run.data.params),
+                             series=frozenset(run.data.metrics))
         self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
         with self._guard("end run"):
             self.client.set_terminated(run_id, status=cv.TO_MLFLOW_STATUS.get(status, "FINISHED"))
