@@ -226,6 +226,36 @@ def test_ids_of_different_types_pair_as_text() -> None:
     assert ests["accuracy"].delta == 0.0 and ests["accuracy"].p_value == 1.0
 
 
+@pytest.mark.parametrize("collide", ["baseline", "candidate"])
+def test_hash_collisions_fall_back_to_exact_id_matching(collide: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """64-bit id hashes never decide a match alone (forced collisions here)."""
+    from aipm_tracking import estimate
+
+    b = table(300, 13)
+    c = b.sample(frac=1.0, random_state=2)
+    c.loc[c.index[:30], "prediction"] = (c["label"][:30] + 1) % 3
+    calls: list[int] = []
+
+    def keys(a: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        if (len(calls) == 1) == (collide == "baseline"):
+            return np.zeros(a.size, np.uint64)  # every id hashes alike
+        return np.arange(a.size, dtype=np.uint64)
+
+    monkeypatch.setattr(estimate, "_id_keys", keys)
+    ests, info = estimate_deltas(record(b), record(c), ["accuracy"])
+    assert info.paired and info.matched == 300 and len(calls) == 2
+    rb, rc = record(b), record(c.sort_index())
+    assert ests["accuracy"].delta == pytest.approx(rc.metric("accuracy") - rb.metric("accuracy"))
+    n10, n01 = crosstab(rb.examples["correct"].to_numpy(), rc.examples["correct"].to_numpy())
+    assert ests["accuracy"].p_value == pytest.approx(mcnemar_exact_ref(n10, n01))
+
+
+def mcnemar_exact_ref(n10: int, n01: int) -> float:
+    return float(mcnemar([[0, n01], [n10, 0]], exact=True).pvalue)
+
+
 def test_mismatched_eval_sets_are_inconclusive(pair) -> None:  # type: ignore[no-untyped-def]
     b, c = pair
     rb = record(b.iloc[:1000])

@@ -174,17 +174,24 @@ def _match_ids(ids_b: pd.Series, ids_c: pd.Series) -> tuple[np.ndarray | None, n
     hb, hc = _id_keys(vb), _id_keys(vc)
     exact = hb.dtype.kind == "u" and vb.dtype.kind in "iub"  # integer ids: keys are the ids
     index_b, index_c = pd.Index(hb), pd.Index(hc)
-    for side, idx, v in (("baseline", index_b, vb), ("candidate", index_c, vc)):
-        if not idx.is_unique:
-            k = int(pd.Series(v).duplicated().sum())
-            if k:
-                raise _NotComparable(f"duplicate example_id values in the {side}'s table ({k})")
-            exact = False  # a 64-bit hash collision between distinct ids: match on the ids
-            index_b, index_c = pd.Index(vb), pd.Index(vc)
-            break
+    if not index_b.is_unique:
+        k = int(pd.Series(vb).duplicated().sum())
+        if k:
+            raise _NotComparable(f"duplicate example_id values in the baseline's table ({k})")
+        exact = False  # a 64-bit hash collision between distinct ids: match on the ids
+        index_b, index_c = pd.Index(vb), pd.Index(vc)
     pos = np.asarray(index_b.get_indexer(index_c))
     ic = np.flatnonzero(pos >= 0)
     ib = pos[ic]
+    if ib.size and int(np.bincount(ib).max()) > 1:  # a baseline row matched twice
+        k = int(pd.Series(vc).duplicated().sum())
+        if k:
+            raise _NotComparable(f"duplicate example_id values in the candidate's table ({k})")
+        exact = False  # a hash collision: match on the ids themselves
+        index_b = pd.Index(vb)
+        pos = np.asarray(index_b.get_indexer(pd.Index(vc)))
+        ic = np.flatnonzero(pos >= 0)
+        ib = pos[ic]
     if not exact and index_b.dtype.kind == "u":  # guard against hash collisions
         same = np.asarray(vb[ib] == vc[ic], dtype=bool)
         ib, ic = ib[same], ic[same]
