@@ -347,19 +347,29 @@ def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
             last = a[-1]
     if monotone:
         return None
-    parts = []
-    for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"]):
-        s = c["example_id"]
-        parts.append(s.to_numpy(dtype=np.int64) if s.dtype.kind in "iu"
-                     else pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64))
-    ids = np.concatenate(parts)
-    del parts
+
+    def as_int(s: Any) -> np.ndarray:
+        return (s.to_numpy(dtype=np.int64) if s.dtype.kind in "iu"
+                else pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64))
+
+    chunks = tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"])
+    rows = tables.file_rows(path)
+    if rows is not None:  # Parquet: fill one array, no list + concatenate copy
+        ids = np.empty(rows, dtype=np.int64)
+        at = 0
+        for c in chunks:
+            ids[at:at + len(c)] = as_int(c["example_id"])
+            at += len(c)
+    else:
+        ids = np.concatenate([as_int(c["example_id"]) for c in chunks])
+    srt = np.sort(ids)
+    if not bool((srt[1:] == srt[:-1]).any()):
+        return None
+    del srt  # duplicates exist (rare): find which rows, first occurrence kept
     order = np.argsort(ids, kind="stable")
     srt = ids[order]
     del ids
     later = np.flatnonzero(srt[1:] == srt[:-1]) + 1
-    if not later.size:
-        return None
     dup = np.zeros(srt.size, dtype=bool)
     dup[order[later]] = True  # stable sort: the first occurrence comes first
     return dup
