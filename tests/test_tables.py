@@ -283,3 +283,13 @@ def test_streamed_threshold_recommendation_on_grid(tmp_path: Path,
     from aipm_tracking.selective import aurc
 
     assert res.metrics["aurc"] == pytest.approx(aurc(correct, conf), abs=1e-4)
+
+
+def test_slice_column_option_streamed_and_in_memory(tmp_path: Path) -> None:
+    df = make_df(n=900, seed=13).rename(columns={"slice": "lang"})
+    path = write(df, tmp_path / "e.parquet")
+    a = evaluate(df, slice_column="lang")
+    b = evaluate(path, slice_column="lang", chunk_rows=200)
+    assert "accuracy[slice=a]" in a.metrics
+    assert_same(a.metrics, b.metrics)
+    assert "accuracy[slice=a]" not in evaluate(path, chunk_rows=200).metrics

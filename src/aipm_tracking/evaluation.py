@@ -380,11 +380,15 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
               traffic_mix: Mapping[str, float] | None, slice_column: str,
               max_risk: float | None, risk_alpha: float) -> EvalResult:
     cmap = dict(column_map or {})
-    if slice_column != "slice":
-        cmap.setdefault(slice_column, "slice")
     src_cols = tables.file_columns(path)
     renames = tables.check_column_map(src_cols, cmap, path)
     final = [renames.get(c, c) for c in src_cols]
+    if slice_column != "slice" and slice_column in final:  # as in memory: use it as 'slice'
+        if "slice" in final:
+            raise DataError(f"{path}: both 'slice' and slice column '{slice_column}' exist")
+        cmap[src_cols[final.index(slice_column)]] = "slice"
+        renames = tables.check_column_map(src_cols, cmap, path)
+        final = [renames.get(c, c) for c in src_cols]
     _usable(final, path)
     dup_all = None
     if "example_id" in final:
