@@ -25,7 +25,14 @@ non-boolean ``fallback``/``overridden``; duplicate ``example_id`` (the first occ
 text, both are compared as strings. **Pricing**: with a :class:`~aipm_tracking.pricing.Pricing`
 and ``input_tokens``/``output_tokens`` columns (a missing one counts as 0), ``cost_usd`` is
 derived, *unless* the table already has a ``cost_usd`` column, which then wins
-(``details["cost_source"]`` says ``"column"`` or ``"pricing"``).
+(``details["cost_source"]`` says ``"column"`` or ``"pricing"``). **Column map**: a mapped
+column that is not in the table is an error naming the file and column, unless the table
+already has the canonical column (then the entry is a no-op, so one guardrails ``column_map``
+can serve runs that already use canonical names).
+
+AURC and the risk-coverage curve sort examples by confidence, descending; tied confidences
+form one group (expected risk over the orders inside a group), see
+:mod:`aipm_tracking.selective`.
 """
 
 from __future__ import annotations
