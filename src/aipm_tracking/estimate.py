@@ -198,6 +198,13 @@ def _match_ids(ids_b: pd.Series, ids_c: pd.Series) -> tuple[np.ndarray | None, n
     return ib, ic
 
 
+def _gather(idx: np.ndarray | None, n: int) -> np.ndarray | None:
+    """None (no gather needed) when ``idx`` takes every row in order."""
+    if idx is None or (idx.size == n and bool(np.all(idx[1:] > idx[:-1]))):
+        return None
+    return idx
+
+
 @dataclass
 class _Sides:
     mode: str  # "summary", "unpaired", "paired", "inconclusive"
@@ -235,7 +242,7 @@ class _Sides:
                        base, cand, threshold)
         m = nb if ib is None else int(ib.size)
         info = PairingInfo(True, m, nb - m, nc - m)
-        sides = cls("paired", info, base, cand, threshold, ib, ic)
+        sides = cls("paired", info, base, cand, threshold, _gather(ib, nb), _gather(ic, nc))
         why = ""
         if m < min_matched:
             why = f"only {m} examples matched on example_id (need {min_matched})"
