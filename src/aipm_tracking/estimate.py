@@ -35,6 +35,10 @@ How each metric is estimated (``candidate - baseline``, in the metric's own unit
 * Metrics without per-example definitions (``n_examples``, ``cost_total_usd``, ``psi_*``,
   logged product metrics, plugin metrics) and runs without per-example tables: point estimates
   from the runs' summary values.
+
+Speed: a paired comparison of two 1M-row runs (rates, ECE, Brier, three latency percentiles,
+latency mean, cost per query, AURC) with 1,000 resamples takes about 0.6-0.9 s on a 2-core
+machine (``benchmarks/paired_compare.py``); rows in another order add the id matching (~0.7 s).
 """
 
 from __future__ import annotations
