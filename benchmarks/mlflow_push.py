@@ -125,28 +125,39 @@ def bench_compare(uri: str, tmp: Path, n: int) -> dict[str, float]:
                  "  ece: {max: 0.5}\n")
     guard = load_guardrails(str(g))
     be = get_backend("mlflow", BackendOptions(mlflow_uri=uri, quiet=True))
-    refs, push_s = [], []
+    refs, push_s, files = [], [], []
     for version, acc in (("1", 0.85), ("2", 0.83)):
-        res = evaluate(_table(n, 7, acc), fallback_threshold=0.5)
+        table = _table(n, 7, acc)
+        files.append(str(tmp / f"v{version}.parquet"))
+        table.to_parquet(files[-1], index=False)
+        res = evaluate(table, fallback_threshold=0.5)
         rec = record_from_eval(res, model="bench-bot", model_version=version, guardrails=guard)
         t = time.perf_counter()
         refs.append(be.write_run(rec, "bench-compare"))
         push_s.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    for ref in refs:
+        assert len(be.read_run(ref).examples) == n  # type: ignore[arg-type]
+    pull_s = (time.perf_counter() - t) / 2
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [AIPM, "-q", "compare", refs[0], refs[1], "--guardrails", str(g), "--format", "json"]
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-        times.append(time.perf_counter() - t)
-        assert r.returncode in (0, 1), r.stderr
-    imp = []
-    for _ in range(3):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import mlflow"], check=True)
-        imp.append(time.perf_counter() - t)
-    return {"push_s": statistics.median(push_s), "compare_s": statistics.median(times),
-            "import_mlflow_s": statistics.median(imp)}
+
+    def timed(cmd: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
+            times.append(time.perf_counter() - t)
+            assert r.returncode in (0, 1), r.stderr
+        return statistics.median(times)
+
+    tail = ["--guardrails", str(g), "--format", "json"]
+    open_store = ("from mlflow.tracking import MlflowClient; "
+                  f"MlflowClient({uri!r}).get_experiment('0')")
+    return {"push_s": statistics.median(push_s), "pull_s": pull_s,
+            "compare_s": timed([AIPM, "-q", "compare", refs[0], refs[1], *tail]),
+            "compare_files_s": timed([AIPM, "-q", "compare", files[0], files[1], *tail]),
+            "import_mlflow_s": timed([sys.executable, "-c", "import mlflow"]),
+            "open_store_s": timed([sys.executable, "-c", open_store])}
 
 
 def _clone_runs(db: Path, template: str, copies: int) -> None:
@@ -220,8 +231,12 @@ def main() -> None:
         c = bench_compare(uri, tmp, args.examples)
         print(f"\n{args.examples:,}-example runs: push (write_run, incl. Parquet, log_table, "
               f"dataset) {c['push_s']:.2f} s each")
-        print(f"  aipm compare mlflow:A mlflow:B : {c['compare_s']:.2f} s wall (median of 3)")
-        print(f"  python -c 'import mlflow'      : {c['import_mlflow_s']:.2f} s (the floor)")
+        print(f"  pull (read_run with table, warm, in-process): {c['pull_s']:.2f} s each")
+        print(f"  aipm compare mlflow:A mlflow:B      : {c['compare_s']:.2f} s wall (median of 3)")
+        print(f"  python -c 'import mlflow'           : {c['import_mlflow_s']:.2f} s (the floor)")
+        print(f"  import mlflow + open the SQLite store: {c['open_store_s']:.2f} s")
+        print(f"  aipm compare A.parquet B.parquet    : {c['compare_files_s']:.2f} s "
+              f"(same tables, no MLflow)")
         if args.list_runs:
             s, searches, gets = bench_list(uri, db, args.list_runs)
             print(f"\nlist_runs over {args.list_runs:,} runs: {s:.2f} s, {searches} search_runs "

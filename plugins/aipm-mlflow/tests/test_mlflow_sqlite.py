@@ -300,3 +300,19 @@ def test_tracker_streams_through_the_plugin(sqlite_uri: str, tmp_path: Path,
     metric_batches = [kw["metrics"] for _, kw in spy.calls if kw.get("metrics")]
     assert all(len(m) <= 1000 for m in metric_batches)
     assert len(metric_batches) < 60 and not log_metric.calls  # batched, never per point
+
+
+def test_filter_names_aipm_slice_metrics_and_progress_on_a_tty(
+        sqlite_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    be = backend(sqlite_uri)
+    for seed, name in ((1, "low"), (2, "high")):
+        rec = make_record(n=60, seed=seed, name=name, run_id=f"slice-{name}",
+                          with_examples=False)
+        rec.metrics["accuracy[slice=de]"] = type(rec.metrics["accuracy"])(
+            0.5 if name == "low" else 0.95)
+        be.write_run(rec, "slices")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    got = [r.name for r in be.list_runs("slices", filter="metrics.accuracy[slice=de] > 0.9")]
+    assert got == ["high"]
+    quiet = backend(sqlite_uri, quiet=True)
+    assert len(list(quiet.list_runs("slices"))) == 2

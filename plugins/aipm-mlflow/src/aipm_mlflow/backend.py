@@ -164,6 +164,8 @@ class MlflowBackend(BaseBackend):
     def _record_tags(self, record: RunRecord, overflow: dict[str, str]) -> list[tuple[str, str]]:
         tags: dict[str, str] = {}
         for k, v in record.tags.items():
+            if str(k).startswith("mlflow."):  # MLflow's system tags are MLflow's to set
+                continue
             key = to_mlflow_key(str(k), "tag")
             if len(str(v)) > MAX_TAG_VALUE_LENGTH:
                 overflow[f"tags/{key}.txt"] = str(v)
@@ -403,10 +405,8 @@ class MlflowBackend(BaseBackend):
                                     f"{e}") from e
             if rec is None:
                 rec = cv.run_to_record(run, self.options.metric_map)
-            else:
-                rec.tags = {**rec.tags, "mlflow.experiment_id": str(run.info.experiment_id)}
-                if run.data.tags.get(cv.TAG_STATUS) == "incomplete":
-                    rec.status = "incomplete"
+            elif run.data.tags.get(cv.TAG_STATUS) == "incomplete":
+                rec.status = "incomplete"
             rec.run_id, rec.ref = run_id, ref
             if with_examples:
                 path = self._examples_path(run)
@@ -424,7 +424,7 @@ class MlflowBackend(BaseBackend):
         else:
             with self._guard("search experiments"):
                 exp_ids = [e.experiment_id for e in self.client.search_experiments()]
-        return self._iter_runs(exp_ids, filter or "", limit)
+        return self._iter_runs(exp_ids, mlflow_filter(filter or ""), limit)
 
     def _iter_runs(self, exp_ids: list[str], flt: str, limit: int | None) -> Iterator[RunRecord]:
         progress = _Progress(enabled=not self.options.quiet)
@@ -546,6 +546,15 @@ class MlflowBackend(BaseBackend):
         with self._guard("end run"):
             self.client.set_terminated(run_id, status="FINISHED")
         return f"{cv.SCHEME}:{run_id}"
+
+
+_FILTER_NAME = re.compile(r"\b(metrics|params|tags)\.([A-Za-z_][\w./-]*\[[^\]\s]+\])")
+
+
+def mlflow_filter(text: str) -> str:
+    """Let filters name aipm metrics: ``metrics.accuracy[slice=de] > 0.9`` ->
+    ``metrics.`accuracy/slice:de` > 0.9``; everything else is MLflow's own syntax."""
+    return _FILTER_NAME.sub(lambda m: f"{m[1]}.`{to_mlflow_key(m[2])}`", text)
 
 
 class _Progress:

@@ -123,7 +123,6 @@ def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunR
     name = tags.get("mlflow.runName") or getattr(info, "run_name", None) or info.run_id
     user_tags = {k: v for k, v in tags.items()
                  if not k.startswith(("mlflow.", "aipm.")) or k == "aipm.source_ref"}
-    user_tags["mlflow.experiment_id"] = str(info.experiment_id)
     return RunRecord(
         run_id=info.run_id,
         name=str(name),
