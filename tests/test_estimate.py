@@ -363,6 +363,14 @@ def test_traffic_mix_matches_evaluate(pair) -> None:  # type: ignore[no-untyped-
     assert se == pytest.approx(ref, rel=0.2)
     pct = ests["latency_ms_p95[mix=traffic]"]
     assert pct.test == "point" and pct.ci_at(0.95) is None
+    # unpaired (no ids on the candidate): the same values, independent stratified bootstraps
+    ru = record(c.drop(columns="example_id"), mix=mix)
+    un, _ = estimate_deltas(rb, ru, names[:2], n_boot=400)
+    for m in names[:2]:
+        assert un[m].test == "bootstrap-unpaired"
+        assert un[m].candidate == pytest.approx(rc.metric(m), rel=1e-9)
+        lo, hi = un[m].ci_at(0.95)
+        assert lo < un[m].delta < hi
 
 
 def test_reproducible_seed_independent_of_metric_order(pair) -> None:  # type: ignore[no-untyped-def]
