@@ -141,7 +141,7 @@ def test_background_thread_delivers_while_training(store: Path, tmp_path: Path) 
 
 
 def test_flush_every_n_wakes_the_thread(store: Path, tmp_path: Path) -> None:
-    with aipm.Tracker(flush_every_s=3600, flush_every_n=20, spool_dir=tmp_path / "sp") as tr:
+    with aipm.Tracker(flush_every_s=3600, flush_every_n=10, spool_dir=tmp_path / "sp") as tr:
         for i in range(10):
             tr.log(step=i, a=i, b=-i)
         assert wait_for(lambda: len(local(store).read_history(tr.ref)) == 20)

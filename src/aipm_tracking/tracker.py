@@ -2,8 +2,8 @@
 
 ``tracker.log(step=i, loss=loss)`` appends one tuple to a deque and returns (about a
 microsecond): no lock, no I/O, no dataclass, and never a device synchronisation. A daemon
-thread turns the buffered rows into points every ``flush_every_s`` seconds (or
-``flush_every_n`` points), appends them to the run's spool (:mod:`aipm_tracking.spool`,
+thread turns the buffered rows into points every ``flush_every_s`` seconds (or once
+``flush_every_n`` calls are buffered), appends them to the run's spool (:mod:`aipm_tracking.spool`,
 fsync'd once per flush interval) and sends them with one ``backend.log_points`` call.
 
 Values: Python numbers and numpy scalars are stored as they are (converted by the thread);
@@ -87,7 +87,7 @@ class Tracker:
     :param to: ``"local"``, ``"mlflow:EXPERIMENT"``, ``"wandb:ENTITY/PROJECT"``, or any
         scheme a plugin registers.
     :param flush_every_s: flush (and fsync) interval; a SIGKILL loses at most this much.
-    :param flush_every_n: flush early once this many points are buffered.
+    :param flush_every_n: flush early once this many ``log`` calls are buffered.
     :param readback_every: device values gathered before one device-to-host copy.
     :param spool_dir: default ``$AIPM_SPOOL_DIR`` or ``<store>/spool``.
     :param keep_spool: keep the spool files after a clean finish (default: deleted).
@@ -120,7 +120,6 @@ class Tracker:
         self._flush_n = int(flush_every_n)
         self._K = int(readback_every)
         self._rows: deque[tuple[Any, float, dict[str, Any]]] = deque()
-        self._npts = 0
         self._dev: list[tuple[Any, int, list[Any]]] = []  # (tensor, device index, slot)
         self._dev_t0 = 0.0
         self._readbacks: deque[tuple[Any, Any, list[list[Any]]]] = deque()
@@ -206,10 +205,9 @@ class Tracker:
             if type(v) not in _PLAIN:
                 scalars = self._convert(scalars)
                 break
-        self._rows.append((step, now, scalars))
-        self._npts += len(scalars)
-        if self._npts >= self._flush_n:
-            self._npts = 0
+        rows = self._rows
+        rows.append((step, now, scalars))
+        if len(rows) == self._flush_n:
             self._wake.set()
         if self._dev and (len(self._dev) >= self._K or now - self._dev_t0 >= self._flush_s):
             self._readback()
