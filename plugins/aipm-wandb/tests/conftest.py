@@ -56,7 +56,8 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWandbServer]:
     srv = FakeWandbServer().start()
     monkeypatch.setenv("WANDB_BASE_URL", srv.url)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # explicit: wandb caches the mode it first saw in this process (its global settings)
+    monkeypatch.setenv("WANDB_MODE", "online")
     try:
         yield srv
     finally:

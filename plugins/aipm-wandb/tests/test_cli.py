@@ -109,7 +109,7 @@ def test_compare_two_server_runs_and_store_the_review(
         ref = _log(capsys, evals[name][0], version)
         fake = server.add_run(synced_run(ref.split(":", 1)[1], "acme", "bots"))
         ids[name] = fake.run_id
-    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_MODE", "online")
 
     code, out, err = aipm(capsys, "compare", f"wandb:acme/bots/{ids['base']}",
                           f"wandb:acme/bots/{ids['cand']}", "--guardrails",
@@ -149,7 +149,7 @@ def test_pull_into_store_and_push_back(
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "written"))
     ref = _log(capsys, evals["base"][0], "1")
     fake = server.add_run(synced_run(ref.split(":", 1)[1], "acme", "bots"))
-    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_MODE", "online")
     store = str(tmp_path / "store")
     code, out, err = aipm(capsys, "--store", store, "pull", f"wandb:acme/bots/{fake.run_id}")
     assert code == 0, err

@@ -35,7 +35,7 @@ def aipm_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     ref = backend().write_run(rec, "acme/bots")
-    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_MODE", "online")
     return rec, df, synced_run(ref.split(":", 1)[1], "acme", "bots")
 
 
@@ -186,7 +186,7 @@ def test_wandb_sync_uploads_the_offline_run_and_pull_reads_it(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run_dir = backend().write_run(rec, "acme/synced").split(":", 1)[1]
-    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_MODE", "online")
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
     out = subprocess.run([wandb_cli, "sync", run_dir], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "WANDB_BASE_URL": server.url})

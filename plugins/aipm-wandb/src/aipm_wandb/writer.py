@@ -41,10 +41,16 @@ def _wandb() -> Any:
     return importlib.import_module("wandb")
 
 
-def _settings(wandb: Any) -> Any:
+def _settings(wandb: Any, extra: Mapping[str, Any] | None = None) -> Any:
+    """Quiet, lean run settings. The server URL is read now (wandb keeps the first one it
+    saw in this process in its global settings)."""
+    kw: dict[str, Any] = {}
+    url = (extra or {}).get("base_url") or os.environ.get("WANDB_BASE_URL")
+    if url:
+        kw["base_url"] = url
     return wandb.Settings(silent=True, console="off", save_code=False, disable_git=True,
                           x_disable_stats=True, x_disable_meta=True,
-                          disable_job_creation=True)
+                          disable_job_creation=True, **kw)
 
 
 def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, Any],
