@@ -316,3 +316,26 @@ def test_filter_names_aipm_slice_metrics_and_progress_on_a_tty(
     assert got == ["high"]
     quiet = backend(sqlite_uri, quiet=True)
     assert len(list(quiet.list_runs("slices"))) == 2
+
+
+def test_ui_table_is_a_marked_head_and_dataset_schema_is_sampled(
+        sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aipm_mlflow.backend as mod
+
+    monkeypatch.setattr(mod, "SCHEMA_SAMPLE_ROWS", 50)
+    be = backend(sqlite_uri, extra={"mlflow_ui_table_max_rows": 100})
+    rec = make_record(n=300, seed=4, run_id="ui-head")
+    run_id = be.write_run(rec, "ui-table").split(":")[1]
+    c = _client(sqlite_uri)
+    run = c.get_run(run_id)
+    assert run.data.tags["aipm.ui_table_rows"] == "first 100 of 300"
+    table = json.loads(Path(c.download_artifacts(run_id, "aipm/examples_table.json")).read_text())
+    assert len(table["data"]) == 100
+    assert rec.examples is not None
+    assert table["data"][0][table["columns"].index("example_id")] == rec.examples["example_id"][0]
+    back = be.read_run(run_id)
+    assert back.examples is not None and len(back.examples) == 300  # Parquet has every row
+    ds = run.inputs.dataset_inputs[0].dataset
+    cols = {c["name"]: c["type"] for c in json.loads(ds.schema)["mlflow_colspec"]}
+    assert cols["label"] == "string" and cols["confidence"] == "double"
+    assert json.loads(ds.profile)["num_rows"] == 300

@@ -51,7 +51,8 @@ from .keys import (
 
 DEFAULT_EXPERIMENT = "aipm"
 DEFAULT_COMPARISON_EXPERIMENT = "aipm-comparisons"
-UI_TABLE_MAX_ROWS = 100_000
+UI_TABLE_MAX_ROWS = 20_000  # rows in the log_table copy for the UI (all rows in Parquet)
+SCHEMA_SAMPLE_ROWS = 2_000
 LIST_PAGE_SIZE = 1000
 _SAFE_SOURCE = re.compile(r"^[A-Za-z0-9_.:/@=+-]{1,200}$")
 _SAFE_ARTIFACT = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,300}$")
@@ -234,6 +235,7 @@ class MlflowBackend(BaseBackend):
         with self._guard("log dataset"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = from_pandas(record.examples, name=name, digest=digest)
+            _sample_schema(ds, record.examples)
             entity = ds._to_mlflow_entity()
             self.client.log_inputs(run_id, datasets=[DatasetInput(
                 entity, tags=[InputTag("mlflow.data.context", "eval")])])
@@ -268,14 +270,17 @@ class MlflowBackend(BaseBackend):
             self._ui_table(run_id, record)
 
     def _ui_table(self, run_id: str, record: RunRecord) -> None:
+        """``log_table`` copy for MLflow's UI: the first ``mlflow_ui_table_max_rows`` rows
+        (default 20,000; MLflow serialises it row by row); the tag says when it is a head."""
         assert record.examples is not None
         df = record.examples
         cap = int(extra(self.options, "mlflow_ui_table_max_rows", UI_TABLE_MAX_ROWS))
+        if cap <= 0:
+            return
         if len(df) > cap:
-            _warn(f"MLflow UI table holds the first {cap} of {len(df)} examples "
-                  f"(all rows are in aipm/examples.parquet)")
             df = df.head(cap)
-            self._log_batch(run_id, tags=[("aipm.ui_table_rows", f"{cap} of {len(record.examples)}")])
+            self._log_batch(run_id, tags=[("aipm.ui_table_rows",
+                                           f"first {cap} of {len(record.examples)}")])
         with self._guard("log_table"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.client.log_table(run_id, data=df, artifact_file="aipm/examples_table.json")
@@ -555,6 +560,19 @@ def mlflow_filter(text: str) -> str:
     """Let filters name aipm metrics: ``metrics.accuracy[slice=de] > 0.9`` ->
     ``metrics.`accuracy/slice:de` > 0.9``; everything else is MLflow's own syntax."""
     return _FILTER_NAME.sub(lambda m: f"{m[1]}.`{to_mlflow_key(m[2])}`", text)
+
+
+def _sample_schema(ds: Any, df: Any) -> None:
+    """Give an MLflow PandasDataset the schema of its first rows: MLflow infers it value by
+    value in Python (seconds for 100k string rows) and uses it only for display."""
+    if len(df) <= SCHEMA_SAMPLE_ROWS:
+        return
+    try:
+        from mlflow.types.utils import _infer_schema
+
+        ds.__dict__["schema"] = _infer_schema(df.head(SCHEMA_SAMPLE_ROWS))
+    except Exception:  # noqa: BLE001 - MLflow infers it itself then
+        ds.__dict__.pop("schema", None)
 
 
 class _Progress:
