@@ -401,6 +401,17 @@ class FakeWandbServer:
                         if run.run_id == run_id and name in run.files:
                             self._send(200, run.files[name], ctype="application/octet-stream")
                             return
+                if len(parts) >= 4 and parts[1] == "artifactsV2":
+                    # storage layout V2: /artifactsV2/REGION/E/P/COLLECTION/ID/MD5HEX/NAME
+                    import hashlib
+
+                    md5hex, name = parts[-2], parts[-1]
+                    for run in server.runs.values():
+                        for a in run.artifacts:
+                            b = a["entries"].get(name)
+                            if b is not None and hashlib.md5(b).hexdigest() == md5hex:
+                                self._send(200, b, ctype="application/octet-stream")
+                                return
                 if len(parts) >= 4 and parts[1] == "artifact-file":
                     a = server.find_artifact(parts[2])
                     name = "/".join(parts[3:])

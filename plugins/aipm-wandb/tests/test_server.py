@@ -103,9 +103,10 @@ def test_table_read_from_its_run_table_artifact(server: FakeWandbServer) -> None
     assert got.examples.values.tolist() == rows
     assert list(got.examples.columns) == ["example_id", "label", "prediction", "confidence"]
     ops = [op for op, _ in server.graphql_ops()]
-    assert "RunOutputArtifacts" in ops and "GetArtifactMembershipFileUrls" in ops
+    assert "RunOutputArtifacts" in ops and "FetchArtifactManifest" in ops
     # the entry itself may come from wandb's artifact cache (keyed by content digest)
     assert not any(r["path"].startswith("/files/") for r in server.requests)
+    assert not os.path.exists("artifacts")  # nothing written to the working directory
     assert server.unknown == []
 
 

@@ -9,7 +9,8 @@
   and also pass the wait min/max settings (measured on 0.31: the retry count is honoured,
   the 5xx backoff starts at ~2 s regardless); a final failure is one BackendError line;
 * full history through ``run.scan_history`` (all rows, paged); logged tables from their
-  ``run_table`` artifacts (``artifact.get(KEY)``), else from the table JSON stored as a run
+  ``run_table`` artifacts (entry ``KEY.table.json``, downloaded to a temporary directory),
+  else from the table JSON stored as a run
   file; the aipm files (``aipm/run.json``, ``aipm/examples.parquet``); run listing paged with
   ``api.runs(path, per_page=…)`` and a rich progress bar on a TTY.
 """
@@ -136,13 +137,21 @@ def _artifact_table(run: Any, key: str) -> Any:
     for art in arts:
         if not str(art.name).split(":")[0].startswith(prefix):
             continue
+        from .offline import table_json_to_frame
+
         try:
-            table = art.get(entry)
+            found = entry in art.manifest.entries
+            if not found:
+                continue
+            with tempfile.TemporaryDirectory(prefix="aipm-wandb-") as tmp:
+                # never wandb's default ./artifacts in the working directory
+                path = art.get_entry(entry).download(root=tmp)
+                with open(path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
         except Exception as e:  # noqa: BLE001
             raise BackendError(f"W&B artifact '{art.name}' of run '{run.id}' could not be "
                                f"read: {_first_line(e)}") from None
-        if table is not None and hasattr(table, "get_dataframe"):
-            return table.get_dataframe()
+        return table_json_to_frame(doc, f"{art.name}/{entry}")
     return None
 
 
