@@ -100,6 +100,19 @@ def test_review_tables_and_plots(offline: Path, examples: pd.DataFrame) -> None:
             else 0
         assert row.nPredictions == want
     assert cm["nPredictions"].sum() == len(examples)
+    # the same table wandb.plot.confusion_matrix builds from per-example labels
+    import wandb
+
+    labels = sorted(examples["label"].unique())
+    idx = {lab: i for i, lab in enumerate(labels)}
+    ref_chart = wandb.plot.confusion_matrix(
+        y_true=[idx[v] for v in examples["label"]], preds=[idx[v] for v in examples["prediction"]],
+        class_names=labels)
+    theirs = {(a, p): int(n) for a, p, n in ref_chart.table.data}
+    assert {(r.Actual, r.Predicted): int(r.nPredictions) for r in cm.itertuples()} == theirs
+    assert ref_chart.spec.spec_name == "wandb/confusion_matrix/v1"
+    assert ref_chart.spec.fields == {"Actual": "Actual", "Predicted": "Predicted",
+                                     "nPredictions": "nPredictions"}
 
     rel = read_table_file(lr.run_dir, lr.summary["aipm/reliability_table"])
     assert rel["count"].sum() == len(examples)
@@ -128,6 +141,19 @@ def test_changed_outcome_column_against_baseline(offline: Path) -> None:
     assert counts["not in baseline"] == 5
     assert int(tab["changed_outcome"].fillna(False).astype(bool).sum()) == fixed + broken
     assert tab.loc[tab.example_id.str.startswith("new"), "changed_outcome"].isna().all()
+
+
+def test_baseline_named_in_config_is_loaded(offline: Path) -> None:
+    base_df = make_examples(80, seed=1)
+    base_ref = backend().write_run(make_record(base_df, name="bot-1", version="1"), "team/p")
+    cand_df = make_examples(80, seed=2)
+    cand = make_record(cand_df)
+    cand.config["baseline"] = base_ref  # a run names its baseline: the push loads it
+    lr = read_local_run(_locator(backend().write_run(cand, "team/p")))
+    tab = read_table_file(lr.run_dir, lr.summary["aipm/examples"])
+    b_ok = base_df.set_index("example_id")["correct"]
+    want = (cand_df["correct"].to_numpy() != b_ok.loc[cand_df["example_id"]].to_numpy()).sum()
+    assert int(tab["changed_outcome"].astype(bool).sum()) == int(want) > 0
 
 
 def test_table_over_row_limit_is_split_not_truncated(offline: Path,
