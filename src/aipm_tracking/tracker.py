@@ -573,8 +573,10 @@ class Tracker:
         self._spool.save_state()
 
     def _atexit(self) -> None:
+        # an uncaught exception ended the program: the interpreter set sys.last_* before exit
+        died = getattr(sys, "last_exc", None) or getattr(sys, "last_type", None)
         try:
-            self.finish("finished")
+            self.finish("failed" if died is not None else "finished")
         except Exception:  # noqa: BLE001 - interpreter shutdown: the spool keeps the rest
             pass
 

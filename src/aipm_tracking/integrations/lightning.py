@@ -1,0 +1,74 @@
+"""PyTorch Lightning: :class:`AipmLightningCallback`.
+
+Logs the training loss every batch (from ``training_step``'s output, kept on the device:
+no sync) and, at the end of each training epoch, the metrics the module logged with
+``self.log`` (``trainer.callback_metrics``: the epoch's aggregates and the latest validation
+results), all at ``trainer.global_step``. A stand-alone ``trainer.validate()`` is logged at
+its end.
+Only global rank 0 writes. Works with ``lightning`` or the older ``pytorch_lightning``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # pragma: no cover - the pre-2.0 package name
+    from pytorch_lightning.callbacks import Callback  # type: ignore[assignment]
+
+from ._owner import TrackerOwner, numeric
+
+
+class AipmLightningCallback(Callback, TrackerOwner):  # type: ignore[misc]
+    """Logs a Lightning run to an :class:`~aipm_tracking.Tracker`.
+
+    :param tracker: a Tracker you own; otherwise keyword arguments create one at
+        ``on_fit_start`` (model name defaults to the LightningModule's class,
+        config to its ``hparams``).
+    :param loss_key: the series name of the per-batch loss.
+    """
+
+    def __init__(self, tracker: Any = None, *, loss_key: str = "loss",
+                 **tracker_kwargs: Any) -> None:
+        Callback.__init__(self)
+        TrackerOwner.__init__(self, tracker, **tracker_kwargs)
+        self.loss_key = loss_key
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        hp = getattr(pl_module, "hparams", None) or {}
+        cfg = {str(k): v for k, v in dict(hp).items()
+               if isinstance(v, (str, int, float, bool)) or v is None}
+        self.ensure(model=type(pl_module).__name__, config=cfg,
+                    rank=int(getattr(trainer, "global_rank", 0)))
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None or self.tracker is None:
+            return
+        self.tracker.log_dict({self.loss_key: loss}, step=int(trainer.global_step))
+
+    def _epoch_metrics(self, trainer: Any) -> None:
+        if self.tracker is None:
+            return
+        vals = numeric(dict(trainer.callback_metrics))
+        if vals:
+            vals["epoch"] = int(trainer.current_epoch)
+            self.tracker.log_dict(vals, step=int(trainer.global_step))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._epoch_metrics(trainer)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # during fit, the train epoch end logs the epoch's final metrics (validation
+        # included); here only a stand-alone trainer.validate() is logged
+        fn = getattr(getattr(trainer, "state", None), "fn", None)
+        if getattr(fn, "value", fn) != "fit" and not getattr(trainer, "sanity_checking", False):
+            self._epoch_metrics(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.finish("failed")
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self.finish("finished")
