@@ -339,3 +339,16 @@ def test_ui_table_is_a_marked_head_and_dataset_schema_is_sampled(
     cols = {c["name"]: c["type"] for c in json.loads(ds.schema)["mlflow_colspec"]}
     assert cols["label"] == "string" and cols["confidence"] == "double"
     assert json.loads(ds.profile)["num_rows"] == 300
+
+
+def test_unwritable_table_leaves_an_incomplete_run_and_says_so(sqlite_uri: str) -> None:
+    from aipm_tracking.errors import DataError
+
+    be = backend(sqlite_uri)
+    rec = make_record(n=30, run_id="mixed-types")
+    assert rec.examples is not None
+    rec.examples["label"] = [1 if i % 2 else "one" for i in range(30)]  # int and str mixed
+    with pytest.raises(DataError, match="Parquet.*aipm.status=incomplete"):
+        be.write_run(rec, "mixed")
+    [run] = list(be.list_runs("mixed"))
+    assert run.status == "incomplete"

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from aipm_tracking.backends.base import BackendOptions, BaseBackend
-from aipm_tracking.errors import AipmWarning, BackendError, DataError, RunNotFoundError
+from aipm_tracking.errors import (
+    AipmError,
+    AipmWarning,
+    BackendError,
+    DataError,
+    RunNotFoundError,
+)
 from aipm_tracking.redact import redact_config
 from aipm_tracking.refs import validate_run_id
 from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
@@ -349,9 +355,9 @@ class MlflowBackend(BaseBackend):
         try:
             self._write_body(exp_id, run_id, record, resumed)
             self._complete(run_id, record)
-        except BackendError as e:
-            raise BackendError(f"{e} -- run mlflow:{run_id} is left tagged "
-                               f"aipm.status=incomplete; push again to finish it") from e
+        except AipmError as e:  # same class (exit code), with what to do next
+            raise type(e)(f"{e} -- run mlflow:{run_id} is left tagged "
+                          f"aipm.status=incomplete; push again to finish it") from e
         return f"{cv.SCHEME}:{run_id}"
 
     def _get_run(self, run_id: str) -> Any:
