@@ -394,3 +394,36 @@ def test_log_never_touches_io(tmp_path: Path) -> None:
             tr.log(step=i, loss=0.5, lr=0.1, grad_norm=1.0)
         assert tr.spool_path.stat().st_size == size
         assert len(tr._rows) == 1000
+
+
+@pytest.mark.slow
+def test_tracker_streams_to_real_mlflow_store(tmp_path: Path) -> None:
+    pytest.importorskip("aipm_mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with aipm.Tracker(to="mlflow:tracker-test", mlflow_uri=uri, flush_every_s=0.05,
+                      spool_dir=tmp_path / "sp", model="m") as tr:
+        assert tr.ref and tr.ref.startswith("mlflow:")
+        for i in range(30):
+            tr.log(step=i, loss=1.0 / (i + 1), lr=0.1)
+    run_id = tr.ref.split(":", 1)[1]
+    client = MlflowClient(tracking_uri=uri)
+    hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+    assert hist == [(i, 1.0 / (i + 1)) for i in range(30)]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_tracker_streams_to_wandb_offline(tmp_path: Path) -> None:
+    pytest.importorskip("aipm_wandb")
+    from aipm_tracking.plugins import get_backend
+
+    with aipm.Tracker(to="wandb:aipm-test/tracker", flush_every_s=0.05,
+                      spool_dir=tmp_path / "sp", model="m") as tr:
+        assert tr.ref and tr.ref.startswith("wandb:")
+        for i in range(25):
+            tr.log(step=i, loss=float(i) * 0.5)
+    (run_dir,) = (tmp_path / "wandb").rglob("offline-run-*")
+    pts = get_backend("wandb").read_history(str(run_dir), ["loss"])
+    assert sorted((p.step, p.value) for p in pts) == [(i, i * 0.5) for i in range(25)]
