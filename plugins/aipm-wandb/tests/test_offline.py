@@ -431,3 +431,19 @@ def test_disabled_mode_is_refused(offline: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WANDB_MODE", "disabled")
     with pytest.raises(UsageError, match="disabled"):
         backend().write_run(make_record(make_examples(5)), "team/p")
+
+
+def test_a_failed_write_leaves_no_complete_looking_run(offline: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from aipm_wandb import writer
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(writer, "log_review", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        backend().write_run(make_record(make_examples(30)), "team/p")
+    (run_dir,) = glob.glob(str(offline / "wandb" / "offline-run-*"))
+    assert not os.path.exists(os.path.join(run_dir, "files", convert.RUN_JSON))
+    rec = backend().read_run(run_dir)
+    assert rec.status == "failed" and read_local_run(run_dir).exit_code == 1

@@ -103,8 +103,8 @@ class WandbBackend(BaseBackend):
             run_id=lr.run_id, ref=ref, display_name=lr.display_name, config=lr.config,
             summary=lr.summary, metric_map=self.options.metric_map, created_at=created,
             status=lr.status, run_json=run_json)
-        if run_json is None and lr.status == "incomplete":
-            rec.status = "incomplete"
+        if lr.status != "finished" and rec.status in ("finished", "running"):
+            rec.status = lr.status  # the log's end wins: failed, killed mid-way ...
         if with_examples:
             rec.examples = self._local_examples(lr)
         return rec
@@ -151,6 +151,8 @@ class WandbBackend(BaseBackend):
             metric_map=self.options.metric_map,
             created_at=convert.iso_time(getattr(run, "created_at", None)), status=status,
             run_json=run_json)
+        if status != "finished" and rec.status in ("finished", "running"):
+            rec.status = status
         if with_examples:
             if convert.EXAMPLES_PARQUET in files:
                 import pandas as pd

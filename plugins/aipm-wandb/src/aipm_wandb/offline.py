@@ -88,10 +88,17 @@ def has_exit_record(run_dir: str) -> bool:
             data = fh.read()
     except (RunNotFoundError, OSError):
         return False
+    tail: list[bytes] = []
+    for payload in read_records(data, LogScan(path=log_path)):  # framing only: cheap
+        tail.append(payload)
+        if len(tail) > 16:
+            del tail[0]
     rec = pb.Record()  # type: ignore[attr-defined]
-    for payload in read_records(data, LogScan(path=log_path)):
-        rec.Clear()
-        rec.ParseFromString(payload)
+    for payload in reversed(tail):  # the exit record is among the last few
+        try:
+            rec.ParseFromString(payload)
+        except Exception:  # noqa: BLE001
+            return False
         if rec.WhichOneof("record_type") == "exit":
             return True
     return False

@@ -268,11 +268,12 @@ def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> No
 
 
 def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
-    """Everything of ``record`` into the open ``run`` (files first: pull reads them)."""
+    """Everything of ``record`` into the open ``run``; ``aipm/run.json`` last, as the mark
+    of a complete write (a run without it is read from what W&B itself holds)."""
     doc = record_json(record)
     doc["ref"] = run_ref(run)
     doc["run_id"] = run.id
-    save_file(run, RUN_JSON, json.dumps(doc, allow_nan=False).encode())
+    run_json = json.dumps(doc, allow_nan=False).encode()  # fails early on bad values
     if record.examples is not None:
         import io
 
@@ -287,6 +288,7 @@ def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> 
         pq.write_table(table, buf)
         save_file(run, EXAMPLES_PARQUET, buf.getvalue())
     log_review(run, record, baseline)
+    save_file(run, RUN_JSON, run_json)
 
 
 def new_record_run(record: RunRecord, target: str | None, extra: Mapping[str, Any]) -> Any:
