@@ -7,6 +7,7 @@ RunHistoryKeys, RunParquetHistory, HistoryPage, RunFiles) and serves file downlo
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -256,6 +257,11 @@ def test_online_push_and_comparison_alert(server: FakeWandbServer) -> None:
     got = backend().read_run(f"acme/online/{run_id}")
     assert got.metrics == rec.metrics
     pd.testing.assert_frame_equal(got.examples, df)
+    # the synced run's local directory (wandb/run-…) reads the same, from its files
+    (local,) = glob.glob(os.path.join(os.environ["WANDB_DIR"], "wandb", f"run-*-{run_id}"))
+    here = backend().read_run(local)
+    assert here.metrics == rec.metrics and here.status == "finished"
+    pd.testing.assert_frame_equal(here.examples, df)
 
     cref = backend().write_comparison(_comparison(True), "acme/reviews")
     assert cref.startswith("wandb:acme/reviews/")
