@@ -130,3 +130,19 @@ def test_module_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"
+
+
+@settings(max_examples=60, deadline=None)
+@given(pos_frac=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255))
+def test_any_corrupted_byte_yields_a_prefix_never_raises(pos_frac: float, xor: int) -> None:
+    rng = np.random.default_rng(5)
+    records = [rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+               for n in (50, 40000, 3, 700, 33000, 12)]
+    data = bytearray(_write_log(records))
+    pos = int(pos_frac * len(data))
+    data[pos] ^= xor
+    scan = L.LogScan("mem")
+    got = list(L.read_records(bytes(data), scan))
+    assert got == records[:len(got)]
+    if len(got) < len(records):
+        assert scan.problem is not None
