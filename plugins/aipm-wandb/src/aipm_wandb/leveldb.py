@@ -20,6 +20,7 @@ the damage of a truncated or corrupt log, then stops and reports what went wrong
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ class LogScan:
     offset: int | None = None  # byte offset of the problem
 
 
-def read_header(data: bytes) -> tuple[bytes, int, int]:
+def read_header(data: bytes | mmap.mmap) -> tuple[bytes, int, int]:
     if len(data) < HEADER_SIZE:
         raise ValueError("file shorter than the 7-byte W&B header")
     ident, magic, version = _FILE_HEADER.unpack_from(data, 0)
@@ -105,7 +106,7 @@ def read_header(data: bytes) -> tuple[bytes, int, int]:
     return ident, magic, version
 
 
-def read_records(data: bytes, scan: LogScan) -> Iterator[bytes]:
+def read_records(data: bytes | mmap.mmap, scan: LogScan) -> Iterator[bytes]:
     """Yield each complete record payload of a ``.wandb`` log held in ``data``.
 
     Stops at the first damage (short chunk, bad checksum, broken FIRST/LAST sequence) and
@@ -135,7 +136,7 @@ def read_records(data: bytes, scan: LogScan) -> Iterator[bytes]:
         checksum, length, ctype = _CHUNK.unpack_from(data, pos)
         if checksum == 0 and length == 0 and ctype == 0:
             # zeroed space: a preallocated/unflushed tail; valid only if all zero to EOF
-            rest = data[pos:]
+            rest = bytes(data[pos:])
             if rest.count(0) == len(rest):
                 if pending is not None:
                     scan.problem, scan.offset = "log ends inside a multi-chunk record", pos

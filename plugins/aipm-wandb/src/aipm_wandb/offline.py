@@ -138,28 +138,36 @@ def _json(text: str) -> Any:
 
 def read_local_run(path: str) -> LocalRun:
     """Parse the run directory at ``path``. Warns (AipmWarning) when the log is damaged."""
+    import mmap
+
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir, log_path = find_log(path)
-    try:
-        with open(log_path, "rb") as fh:
-            data = fh.read()
-    except OSError as e:
-        raise DataError(f"cannot read W&B run log '{log_path}': {e.strerror}") from e
     scan = LogScan(path=log_path)
     out = LocalRun(run_dir=run_dir, log_path=log_path, scan=scan)
-    for payload in read_records(data, scan):
-        rec = pb.Record()  # type: ignore[attr-defined]
-        try:
-            rec.ParseFromString(payload)
-        except Exception:  # noqa: BLE001 - protobuf DecodeError: stop like a bad CRC
-            scan.problem = f"record {scan.records} is not a valid Record protobuf"
-            break
-        kind = rec.WhichOneof("record_type")
-        if kind is None:
-            continue
-        out.record_types[kind] = out.record_types.get(kind, 0) + 1
-        _apply(out, kind, getattr(rec, kind))
+    try:
+        with open(log_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # mapped, not read: a long run's log can be large; chunks are copied one by one
+            data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as e:
+        raise DataError(f"cannot read W&B run log '{log_path}': {e.strerror}") from e
+    try:
+        for payload in read_records(data, scan):
+            rec = pb.Record()  # type: ignore[attr-defined]
+            try:
+                rec.ParseFromString(payload)
+            except Exception:  # noqa: BLE001 - protobuf DecodeError: stop like a bad CRC
+                scan.problem = f"record {scan.records} is not a valid Record protobuf"
+                break
+            kind = rec.WhichOneof("record_type")
+            if kind is None:
+                continue
+            out.record_types[kind] = out.record_types.get(kind, 0) + 1
+            _apply(out, kind, getattr(rec, kind))
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
     if scan.problem:
         warnings.warn(
             f"W&B run log '{log_path}' is damaged at byte {scan.offset} ({scan.problem}); "
