@@ -177,7 +177,8 @@ def test_backoff_spaces_retries(tmp_path: Path, flaky: type[Flaky]) -> None:
                           finish_timeout_s=0.1)
         for i in range(5):
             tr.log(step=i, loss=float(i))
-        time.sleep(1.0)  # ~50 flush intervals; backoff 0.5 s, 1 s ... allows about 2 tries
+        assert wait_for(lambda: flaky.calls >= 1)
+        time.sleep(1.0)  # ~50 flush intervals; backoff 0.5 s, 1 s ... allows about 2 more
         calls = flaky.calls
         tr.finish()
     assert 1 <= calls <= 4
@@ -218,12 +219,17 @@ def test_rows_keep_order_behind_an_unread_device_value(store: Path, tmp_path: Pa
         slot = [tmod._UNSET]
         tr._rows.append((1, time.time(), {"loss": slot, "lr": 0.1}))
         tr.log(step=2, loss=3.0)
-        tr.flush()
+        with tr._io_lock:
+            tr._flush_once(wait=False)  # what the background thread does each interval
         assert [p.step for p in local(store).read_history(tr.ref)] == [0]
-        slot[0] = 2.0  # what the background thread does once the CUDA event completes
-        tr.flush()
+        slot[0] = 2.0  # what a completed CUDA event's read-back does
+        with tr._io_lock:
+            tr._flush_once(wait=False)
         assert series(store, tr.ref) == {"loss": [(0, 1.0), (1, 2.0), (2, 3.0)],
                                          "lr": [(1, 0.1)]}
+        lost = [tmod._UNSET]  # a value whose read-back never comes: finish drops it alone
+        tr._rows.append((3, time.time(), {"loss": lost, "lr": 0.2}))
+    assert series(store, tr.ref)["lr"] == [(1, 0.1), (3, 0.2)]
 
 
 def eval_table(n: int, acc: float, seed: int) -> pd.DataFrame:

@@ -15,7 +15,8 @@ memory and records a CUDA event; the thread reads the values once the event has 
 Rows keep their order: a row whose device values are not read yet holds back the rows
 after it, so backends that need monotonic steps (W&B) get them. A CUDA tensor is captured
 by reference: one updated in place after ``log`` is read with its later value (pass
-``x.clone()`` for an accumulator).
+``x.clone()`` for an accumulator). Call ``log`` from one thread (the training loop); calls
+after :meth:`Tracker.finish` are ignored.
 
 Backend down: points stay in the spool; the thread retries with exponential backoff (to
 60 s) while training goes on and replays the backlog when the backend answers. If the run
@@ -410,7 +411,13 @@ class Tracker:
                 if type(v) is list:
                     v = v[0]
                     if v is _UNSET:
-                        break
+                        if not wait:
+                            break
+                        # every read-back was launched and completed: this value was lost
+                        # (log() called from two threads at once); drop it, keep the rest
+                        warnings.warn(f"aipm tracker: device value '{k}' at step {step} was "
+                                      f"never read back; dropped", AipmWarning, stacklevel=2)
+                        continue
                 try:
                     fv = float(v)
                 except Exception as e:  # noqa: BLE001 - a bad value must not stop the rest
@@ -524,6 +531,7 @@ class Tracker:
         self._finished = True
         if self._off:
             return
+        self._off = True  # later log() calls are no-ops
         atexit.unregister(self._atexit)
         self._readback()
         self._stop = True
