@@ -537,7 +537,13 @@ class Tracker:
         self._stop = True
         self._wake.set()
         self._thread.join(timeout=max(30.0, self._finish_timeout * 2))
-        with self._io_lock:
+        if not self._io_lock.acquire(timeout=max(30.0, self._finish_timeout * 2)):
+            # the thread is stuck in a backend call that does not time out
+            warnings.warn(f"aipm tracker: backend '{self.scheme}' does not answer; what was "
+                          f"flushed is in {self._spool.path}: run 'aipm sync' after this "
+                          f"process ends", AipmWarning, stacklevel=2)
+            return
+        try:
             self._flush_once(wait=True)
             record = self._final_record(status)
             fin = self._spool.append({"t": "finish", "status": status,
@@ -564,6 +570,8 @@ class Tracker:
                               f"{self._spool.path}", AipmWarning, stacklevel=2)
                 return
             self._spool.close(remove=not self._keep)
+        finally:
+            self._io_lock.release()
 
     def _finish_backend(self, record: RunRecord, status: str, points_end: int) -> None:
         from .spool import deliver_backlog
