@@ -433,3 +433,17 @@ def test_tracker_streams_to_wandb_offline(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "wandb").rglob("offline-run-*")
     pts = get_backend("wandb").read_history(str(run_dir), ["loss"])
     assert sorted((p.step, p.value) for p in pts) == [(i, i * 0.5) for i in range(25)]
+
+
+def test_long_healthy_run_keeps_a_small_spool(store: Path, tmp_path: Path) -> None:
+    with aipm.Tracker(flush_every_s=3600, spool_dir=tmp_path / "sp", spool_max_bytes=2000,
+                      keep_spool=True) as tr:
+        assert tr.spool_path is not None
+        sizes = []
+        for i in range(20):
+            for j in range(50):
+                tr.log(step=i * 50 + j, loss=float(j))
+            tr.flush()
+            sizes.append(tr.spool_path.stat().st_size)
+        assert max(sizes) < 2000 + 5000  # compacted after each delivered flush
+    assert [p.step for p in local(store).read_history(tr.ref)] == list(range(1000))

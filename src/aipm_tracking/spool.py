@@ -151,15 +151,18 @@ class SpoolWriter:
         self.offset = 0
         self._dirty = False
         self._last_fsync = time.monotonic()
-        self.append({"t": "header", "v": SPOOL_VERSION, "spool_id": spool_id,
-                     "created": time.time(), **header})
+        self._header = encode_record({"t": "header", "v": SPOOL_VERSION, "spool_id": spool_id,
+                                      "created": time.time(), **header})
+        self._write(self._header)
         self.state = SpoolState(acked=self.offset, inflight=self.offset)
         self.save_state()
         self.sync(force=True)
 
     def append(self, rec: dict[str, Any]) -> tuple[int, int]:
         """Write one record; return its (start, end) byte offsets."""
-        data = encode_record(rec)
+        return self._write(encode_record(rec))
+
+    def _write(self, data: bytes) -> tuple[int, int]:
         start = self.offset
         view = memoryview(data)
         while view:
@@ -185,6 +188,33 @@ class SpoolWriter:
 
     def save_state(self) -> None:
         self.state.save(self.state_path)
+
+    def compact(self, max_bytes: int) -> bool:
+        """When everything is delivered and the file passed ``max_bytes``, start it afresh
+        (header only), so a long healthy run keeps a small spool. The new file is locked
+        before it replaces the old one: ``aipm sync`` never sees it unlocked."""
+        if self.offset <= max_bytes or self.state.acked != self.offset:
+            return False
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                     | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, self._header)
+            os.fsync(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        old, self._fd = self._fd, fd
+        os.close(old)
+        self.offset = len(self._header)
+        self._dirty = False
+        self.state.acked = self.state.inflight = self.offset
+        self.save_state()
+        return True
 
     def close(self, *, remove: bool = False) -> None:
         """fsync, release the lock; ``remove`` deletes spool and state (all delivered)."""

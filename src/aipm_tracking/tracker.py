@@ -94,6 +94,8 @@ class Tracker:
     :param keep_spool: keep the spool files after a clean finish (default: deleted).
     :param replay_on_start: deliver spools that dead Trackers left in ``spool_dir``.
     :param finish_timeout_s: how long :meth:`finish` retries an unreachable backend.
+    :param spool_max_bytes: once everything is delivered and the spool is larger, it starts
+        afresh (a spool only grows while the backend is down).
     """
 
     def __init__(self, to: str = "local", run_name: str | None = None, *,
@@ -105,7 +107,7 @@ class Tracker:
                  mlflow_uri: str | None = None, rank: int | None = None,
                  all_ranks: bool = False, readback_every: int = 256,
                  keep_spool: bool = False, replay_on_start: bool = True,
-                 finish_timeout_s: float = 5.0) -> None:
+                 finish_timeout_s: float = 5.0, spool_max_bytes: int = 64 << 20) -> None:
         if flush_every_s <= 0 or flush_every_n < 1 or readback_every < 1:
             raise UsageError("flush_every_s must be > 0, flush_every_n and readback_every >= 1")
         self.rank = detect_rank(rank)
@@ -172,6 +174,7 @@ class Tracker:
         self._outage_warned = False
         self._finish_timeout = float(finish_timeout_s)
         self._keep = keep_spool
+        self._spool_max = int(spool_max_bytes)
         try:
             self._start_run()
         except AipmError as e:
@@ -465,12 +468,14 @@ class Tracker:
                 spool.save_state()
                 self.backend.log_points(self.ref, pts)
                 state.acked = state.inflight = end
-                spool.save_state()
+                if not spool.compact(self._spool_max):
+                    spool.save_state()
             elif state.acked < spool.offset:
                 from .spool import deliver_backlog
 
                 deliver_backlog(spool.path, state, self.backend,
                                 save=lambda _s: spool.save_state())
+                spool.compact(self._spool_max)
         except Exception as e:  # noqa: BLE001 - retried with backoff; the spool keeps all
             self._backend_failed(e, "sending points")
             return
