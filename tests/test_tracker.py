@@ -447,3 +447,16 @@ def test_long_healthy_run_keeps_a_small_spool(store: Path, tmp_path: Path) -> No
             sizes.append(tr.spool_path.stat().st_size)
         assert max(sizes) < 2000 + 5000  # compacted after each delivered flush
     assert [p.step for p in local(store).read_history(tr.ref)] == list(range(1000))
+
+
+def test_spool_never_holds_credentials(tmp_path: Path) -> None:
+    with aipm.Tracker(spool_dir=tmp_path / "sp", keep_spool=True,
+                      mlflow_uri="http://alice:s3cr3t@mlflow.example:5000",
+                      config={"api_key": "k-123", "lr": 0.1}) as tr:
+        tr.log(step=0, loss=1.0)
+    assert tr.spool_path is not None
+    text = tr.spool_path.read_text()
+    assert "s3cr3t" not in text and "k-123" not in text
+    head = json.loads(text.splitlines()[0][9:])
+    assert head["backend"]["mlflow_uri"] is None
+    assert head["record"]["config"] == {"api_key": "***", "lr": 0.1}

@@ -162,8 +162,11 @@ class Tracker:
         from .plugins import get_backend
 
         self.backend: Backend = get_backend(self.scheme, self.options)  # unknown scheme: raise
+        # never write credentials to disk: a URI with user:password@ (or a secret in its
+        # query) is left for aipm sync's --mlflow-uri / $MLFLOW_TRACKING_URI
+        safe_uri = mlflow_uri if mlflow_uri and not _has_credentials(mlflow_uri) else None
         header = {"backend": {"scheme": self.scheme, "target": self.target, "store": store_abs,
-                              "mlflow_uri": mlflow_uri},
+                              "mlflow_uri": safe_uri},
                   "record": self.record.to_dict()}
         self._spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(store_abs)
         self._spool: SpoolWriter = SpoolWriter(self._spool_dir, self.run_id, header,
@@ -610,6 +613,19 @@ class Tracker:
     def __repr__(self) -> str:
         return (f"Tracker(ref={self.ref!r}, run_id={self.run_id!r}, rank={self.rank}, "
                 f"writer={self.is_writer})")
+
+
+def _has_credentials(uri: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from .redact import is_secret_key
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return True
+    return "@" in parts.netloc or any(is_secret_key(q.split("=", 1)[0])
+                                      for q in parts.query.split("&") if q)
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
