@@ -267,3 +267,30 @@ def test_compaction_keeps_the_spool_small_and_replayable(tmp_path: Path) -> None
     res = replay_spool(w.path)
     assert res.points == 10
     assert [p.step for p in be.read_history(ref)] == list(range(20))
+
+
+@pytest.mark.slow
+def test_inflight_dedup_against_real_mlflow_store(tmp_path: Path) -> None:
+    """MLflow keeps whole milliseconds: the in-flight check must still recognise the points."""
+    pytest.importorskip("aipm_mlflow")
+    from aipm_tracking.plugins import get_backend
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    be = get_backend("mlflow", BackendOptions(mlflow_uri=uri))
+    rec = RunRecord(run_id="spoolrun1", name="r", model=ModelInfo("m"))
+    ref = be.start_run(rec, "spool-test")
+    hdr = {"backend": {"scheme": "mlflow", "target": "spool-test", "store": None,
+                       "mlflow_uri": uri}, "record": rec.to_dict()}
+    w = SpoolWriter(tmp_path / "sp", "spoolrun1", hdr)
+    b = [[(k, v, s, ts + 0.0007) for k, v, s, ts in bb] for bb in batches(3)]  # .7 ms
+    _s0, e0 = w.append_points(b[0])
+    _s1, e1 = w.append_points(b[1])
+    w.append_points(b[2])
+    be.log_points(ref, [MetricPoint(*p) for p in b[0] + b[1]])
+    w.state = SpoolState(ref=ref, acked=e0, inflight=e1)
+    w.save_state()
+    w.close()
+    res = replay_spool(w.path)
+    assert res.status == "synced" and res.points == 10, res
+    steps = sorted(p.step for p in be.read_history(ref.split(":", 1)[1], ["loss"]))
+    assert steps == list(range(30))

@@ -289,6 +289,12 @@ def _point_key(key: str, step: Any, ts: Any) -> tuple[str, int, int]:
     return (str(key), int(step), int(round(float(ts) * 1000)))
 
 
+def _is_there(seen: set[tuple[str, int, int]], key: Any, step: Any, ts: Any) -> bool:
+    """Same key and step, timestamps within 1 ms (MLflow keeps whole milliseconds)."""
+    k, s, ms = _point_key(key, step, ts)
+    return any((k, s, ms + d) in seen for d in (0, -1, 1))
+
+
 def _already_there(backend: Backend, ref: str) -> set[tuple[str, int, int]] | None:
     """(key, step, ms) of points the backend holds (None when it cannot say)."""
     try:
@@ -336,7 +342,7 @@ def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
         if s < doubtful_end:
             if seen is None:
                 seen = _already_there(backend, state.ref) or set()
-            pts = [p for p in pts if _point_key(p[0], p[2], p[3]) not in seen]
+            pts = [p for p in pts if not _is_there(seen, p[0], p[2], p[3])]
         batch.extend(MetricPoint(str(k), float(v), int(st), float(ts)) for k, v, st, ts in pts)
         batch_end = e
         if len(batch) >= chunk:
