@@ -23,7 +23,7 @@ install: $(STAMP)
 
 # test extras, the CPU build of torch and the framework adapters, and a real browser
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e '.[test]' torch==2.13.0 torchmetrics netcal transformers lightning keras psycopg2-binary websocket-client
+	$(PIP) install -q -e '.[test]' torch==2.13.0 torchmetrics netcal transformers lightning keras psycopg2-binary websocket-client accelerate google-crc32c
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	    || echo "warning: could not install chromium; browser tests will be skipped"; \

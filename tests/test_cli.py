@@ -175,7 +175,7 @@ def test_bad_inputs_leave_store_unchanged(files: dict[str, Path], store: Path,
         (["log", str(files["base"]), "--model", "bot", "--guardrails", str(yaml_bad)], "bad.yaml"),
         (["log", str(files["base"]), "--model", "bot", "--guardrails", str(unknown_metric)],
          "my_score"),
-        (["log", str(files["base"]), "--model", "bot", "--map", "nosuchcol=label"], "nosuchcol"),
+        (["log", str(files["base"]), "--model", "bot", "--map", "nosuchcol=human_override"], "nosuchcol"),
     ]
     for args, must_name in cases:
         out = run_cli(*args)
@@ -227,6 +227,29 @@ def test_quickstart_example_runs(tmp_path: Path) -> None:
                          env={**os.environ, "AIPM_STORE": str(tmp_path / "qs")})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "verdict:" in out.stdout
+
+
+def test_gates_worked_example(tmp_path: Path) -> None:
+    """The README's worked example (examples/gates.py): a 0.5-point drop is a regression on
+    100k paired examples under every gate; on 200 only the point and strict gates block; an
+    unchanged model on 100k passes even the strict gate."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gates", REPO / "examples" / "gates.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(tmp_path)
+    assert res == {
+        (100_000, 500, "confirmed"): ("regression", 1), (100_000, 500, "point"): ("regression", 1),
+        (100_000, 500, "strict"): ("regression", 1),
+        (200, 1, "confirmed"): ("warn", 0), (200, 1, "point"): ("regression", 1),
+        (200, 1, "strict"): ("regression", 1),
+        # no change on 100k: the interval lies inside the 0.001 margin, so strict passes too
+        (100_000, 0, "confirmed"): ("pass", 0), (100_000, 0, "point"): ("pass", 0),
+        (100_000, 0, "strict"): ("pass", 0)}
+    readme = (REPO / "README.md").read_text()
+    assert "python examples/gates.py" in readme
 
 
 def test_example_guardrails_validate() -> None:

@@ -18,7 +18,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from aipm_tracking.estimate import SUMMARY_ONLY, estimate_deltas
-from aipm_tracking.evaluate import evaluate
+from aipm_tracking.evaluation import evaluate
 from aipm_tracking.schema import MetricValue, ModelInfo, RunRecord
 
 ALL = ["accuracy", "fallback_rate", "override_rate", "selective_accuracy", "ece", "mce",

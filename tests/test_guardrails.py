@@ -13,6 +13,7 @@ from aipm_tracking.errors import ConfigError
 from aipm_tracking.guardrails import (
     Guardrails,
     Margin,
+    bound_checks,
     load_guardrails,
     parse_guardrails,
     parse_margin,
@@ -347,3 +348,21 @@ def test_docs_reference_example_validates() -> None:
     assert g.get("psi_confidence") is not None
     # the documented example file is this block without the last three keys
     assert "psi_confidence" not in EXAMPLE.read_text()
+
+
+def test_bound_checks_one_run_against_absolute_bounds() -> None:
+    g = parse_guardrails("version: 1\nmetrics:\n"
+                         "  accuracy: {min: 0.9, max_regression: 0.01}\n"
+                         "  latency_ms_p95: {max: 800}\n"
+                         "  ece: {max: 0.05}\n"
+                         "  cost_per_query_usd: {max_regression: '10%'}\n",
+                         "g.yaml", default_registry())
+    rows = {r["metric"]: r for r in bound_checks(
+        g, {"accuracy": 0.9, "latency_ms_p95": 812.5, "cost_per_query_usd": 0.001})}
+    assert rows["accuracy"]["verdict"] == "pass"  # a tie with the bound passes
+    assert rows["latency_ms_p95"]["verdict"] == "breach"
+    assert rows["latency_ms_p95"]["reason"] == "above max 800"
+    assert rows["ece"]["verdict"] == "inconclusive" and rows["ece"]["value"] is None
+    assert rows["cost_per_query_usd"]["verdict"] == "n/a"
+    assert rows["accuracy"]["threshold"] == "min 0.9 · max_regression 0.01"
+

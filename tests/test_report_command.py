@@ -170,11 +170,28 @@ def test_compare_end_to_end_formats_agree(eval_files: tuple[Path, Path, Path],
     assert rh.returncode == doc["exit_code"]
     html_doc = out.read_text()
     assert "http://" not in html_doc and "https://" not in html_doc
-    assert html_doc.count('<svg class="plot"') == 3  # cost: not guardrailed, not projected
-    assert "cost_per_query_usd is neither guardrailed" in html_doc
+    # cost is not guardrailed, but both runs measured it: its plot comes from their metrics
+    assert html_doc.count('<svg class="plot"') == 4 and 'id="plot-cost"' in html_doc
     rh = run_cli(*base, "--format", "html", "--queries-per-day", "1000", "-o", str(out))
     assert out.read_text().count('<svg class="plot"') == 4
     assert 'id="changed"' in html_doc  # per-example data on both sides
+
+
+def test_compare_html_without_cost(eval_files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    import pandas as pd
+
+    a, b, _ = eval_files
+    paths = []
+    for src in (a, b):
+        dst = tmp_path / src.name
+        pd.read_parquet(src).drop(columns=["cost_usd"]).to_parquet(dst)
+        paths.append(dst)
+    out = tmp_path / "r.html"
+    r = run_cli("compare", str(paths[0]), str(paths[1]), "--format", "html", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = out.read_text()
+    assert doc.count('<svg class="plot"') == 3 and 'id="plot-cost"' not in doc
+    assert "neither run has a cost_usd column" in doc
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from statsmodels.stats.proportion import (
 )
 
 from aipm_tracking import resample
-from aipm_tracking.evaluate import ece_mce
+from aipm_tracking.evaluation import ece_mce
 from aipm_tracking.resample import (
     AurcKernel,
     CalibrationKernel,

@@ -49,7 +49,7 @@ class Flaky(LocalBackend):
 
     down: ClassVar[bool] = False
     start_down: ClassVar[bool] = False
-    alerts: ClassVar[list[tuple[str, str]]] = []
+    alerts: ClassVar[list[tuple[str, str, str]]] = []
     calls: ClassVar[int] = 0
 
     def start_run(self, record: Any, target: str | None = None) -> str:
@@ -63,8 +63,8 @@ class Flaky(LocalBackend):
             raise BackendError("server unreachable (test)")
         super().log_points(ref, points)
 
-    def alert(self, title: str, text: str) -> None:
-        Flaky.alerts.append((title, text))
+    def alert(self, ref: str, title: str, text: str) -> None:
+        Flaky.alerts.append((ref, title, text))
 
 
 class FlakyPlugin:
@@ -263,8 +263,9 @@ def test_log_eval_warns_on_breach_and_alerts(store: Path, tmp_path: Path,
             warnings.simplefilter("error", AipmWarning)
             tr.log_eval(bad, step=300)
         tr.flush()
-        assert len(flaky.alerts) == 1 and "accuracy" in flaky.alerts[0][0]
-        assert "breaches the guardrail" in flaky.alerts[0][1]
+        assert len(flaky.alerts) == 1 and "accuracy" in flaky.alerts[0][1]
+        assert flaky.alerts[0][0] == tr.ref  # the run the breach happened in
+        assert "breaches the guardrail" in flaky.alerts[0][2]
     rec = local(store).read_run(tr.ref)
     assert rec.metric("accuracy") == pytest.approx(
         accuracy_score(bad["label"], bad["prediction"]))

@@ -128,11 +128,16 @@ def record_from_eval(res: EvalResult, *, model: str, model_version: str = "",
     cfg: dict[str, Any] = {"fallback_threshold": res.fallback_threshold}
     cfg.update(config or {})
     name = run_name or f"{model}-{model_version}".strip("-")
+    details = dict(res.details)
+    if guardrails is not None:
+        from .guardrails import bound_checks
+
+        details["guardrails"] = bound_checks(guardrails, res.metrics)
     return RunRecord(
         run_id="", name=name, model=ModelInfo(model, str(model_version)), dataset=ds,
         metrics=res.metric_values(), config=redact_config(cfg),
         tags={str(k): str(v) for k, v in (tags or {}).items()},
-        guardrails_hash=getattr(guardrails, "hash", None), details=dict(res.details),
+        guardrails_hash=getattr(guardrails, "hash", None), details=details,
         examples=res.examples, status="finished",
     )
 

@@ -100,6 +100,15 @@ class Guardrail:
             parts.append(f"max_regression {self.max_regression}")
         return " · ".join(parts) or "compare only"
 
+    def breached_bound(self, value: float) -> str | None:
+        """``"below min X"`` / ``"above max X"`` when ``value`` crosses an absolute bound
+        (ties pass, within a relative epsilon of 1e-9); ``None`` otherwise."""
+        if self.min is not None and value < self.min - 1e-9 * max(1.0, abs(self.min)):
+            return f"below min {_fmt(self.min)}"
+        if self.max is not None and value > self.max + 1e-9 * max(1.0, abs(self.max)):
+            return f"above max {_fmt(self.max)}"
+        return None
+
     def to_spec(self) -> dict[str, Any]:
         """Normalized dict (every key present) used by the hash."""
         return {"direction": self.direction, "min": self.min, "max": self.max,
@@ -504,3 +513,26 @@ metrics:
 def starter_text(filename: str = "guardrails.yaml") -> str:
     """A commented starter guardrails file (it validates as is)."""
     return STARTER.format(filename=filename)
+
+
+def bound_checks(g: Guardrails, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One run against the absolute bounds of ``g`` (no baseline needed): per guardrail
+    ``{metric, threshold, value, verdict, reason}`` with verdict ``pass``, ``breach``,
+    ``inconclusive`` (metric missing or not finite) or ``n/a`` (only ``max_regression``,
+    which needs a baseline: ``aipm compare``). Stored with a run logged under guardrails
+    (``details["guardrails"]``) and shown by the backends' review tables."""
+    rows = []
+    for rail in g.guardrails:
+        raw = metrics.get(rail.metric)
+        value = float(raw) if isinstance(raw, (int, float)) else None
+        row: dict[str, Any] = {"metric": rail.metric, "threshold": rail.describe(),
+                               "value": value, "severity": rail.severity}
+        if rail.min is None and rail.max is None:
+            row.update(verdict="n/a", reason="max_regression needs a baseline (aipm compare)")
+        elif value is None or not math.isfinite(value):
+            row.update(verdict="inconclusive", reason="metric missing from the run")
+        else:
+            bound = rail.breached_bound(value)
+            row.update(verdict="breach" if bound else "pass", reason=bound or "within bounds")
+        rows.append(row)
+    return rows

@@ -51,7 +51,7 @@ from .errors import AipmError, AipmWarning, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend, BackendOptions
-    from .guardrails import Guardrail, Guardrails
+    from .guardrails import Guardrails
     from .schema import EvalResult, MetricPoint, RunRecord
     from .spool import SpoolWriter
 
@@ -340,7 +340,7 @@ class Tracker:
             value = metrics.get(g.metric)
             if value is None or not math.isfinite(value):
                 continue
-            bound = _breached_bound(g, value)
+            bound = g.breached_bound(value)
             if bound is None:
                 self._breached.discard(g.metric)
                 continue
@@ -357,8 +357,14 @@ class Tracker:
             warnings.warn(text, AipmWarning, stacklevel=4)
             alert = getattr(self.backend, "alert", None)
             if callable(alert):
-                self._actions.append(_call(alert, title, text))
+                self._actions.append(_call(self._alert, alert, title, text))
                 self._wake.set()
+
+    def _alert(self, alert: Callable[[str, str, str], None], title: str, text: str) -> None:
+        """Send a backend alert on the background thread (not while the run does not exist
+        on the backend: the warning already went out)."""
+        if self.ref is not None:
+            alert(self.ref, title, text)
 
     def merge_eval(self, accumulator: Any, step: int | None = None, *, group: Any = None,
                    prefix: str = "") -> EvalResult | None:
@@ -632,15 +638,6 @@ def _call(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
     def run() -> None:
         fn(*args)
     return run
-
-
-def _breached_bound(g: Guardrail, value: float) -> str | None:
-    """'below min X' / 'above max X' when ``value`` crosses an absolute bound (ties pass)."""
-    if g.min is not None and value < g.min - 1e-9 * max(1.0, abs(g.min)):
-        return f"below min {g.min:g}"
-    if g.max is not None and value > g.max + 1e-9 * max(1.0, abs(g.max)):
-        return f"above max {g.max:g}"
-    return None
 
 
 # -- distributed eval ---------------------------------------------------------------------

@@ -99,6 +99,26 @@ def test_log_show_list_history_offline(capsys: pytest.CaptureFixture[str], offli
     assert lr.summary["accuracy"] == pytest.approx(shown["metrics"]["accuracy"])
 
 
+def test_log_with_guardrails_fills_the_guardrail_table(
+        capsys: pytest.CaptureFixture[str], offline: Path,
+        evals: dict[str, tuple[Path, pd.DataFrame]]) -> None:
+    from aipm_wandb.offline import read_table_file
+
+    path, df = evals["cand"]  # 78 % accuracy: passes min 0.5; max_regression needs a baseline
+    code, out, err = aipm(capsys, "log", str(path), "--model", "bot", "--model-version", "2",
+                          "--guardrails", str(path.parent / "g.yaml"), "--to", "wandb:acme/bots")
+    assert code == 0, err
+    lr = read_local_run(out.strip().splitlines()[-1].split(":", 1)[1])
+    table = read_table_file(lr.run_dir, lr.summary["aipm/guardrails"])
+    rows = {r[0]: r for r in table.itertuples(index=False)}
+    assert list(table.columns) == ["metric", "threshold", "value", "verdict"]
+    assert rows["accuracy"][1] == "min 0.5 · max_regression 0.01"
+    assert rows["accuracy"][2] == pytest.approx((df.label == df.prediction).mean())
+    assert rows["accuracy"][3] == "pass"
+    assert rows["latency_ms_p95"][2] == pytest.approx(np.percentile(df.latency_ms, 95))
+    assert rows["latency_ms_p95"][3] == "pass"
+
+
 def test_compare_two_server_runs_and_store_the_review(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, server: FakeWandbServer,
         monkeypatch: pytest.MonkeyPatch, evals: dict[str, tuple[Path, pd.DataFrame]]) -> None:

@@ -383,6 +383,24 @@ def test_tracker_streams_to_wandb(offline: Path) -> None:
     assert lr.exit_code == 0 and lr.config["aipm"]["model"] == {"name": "bot", "version": "4"}
 
 
+def test_tracker_breach_mid_training_is_a_wandb_alert(offline: Path) -> None:
+    import aipm_tracking as aipm
+
+    plugins.reset()
+    g = {"version": 1, "name": "bot", "metrics": {"accuracy": {"min": 0.8}}}
+    bad = make_examples(300, seed=3, acc=0.5)
+    with aipm.Tracker(to="wandb:team/train", run_name="r", model="bot", guardrails=g,
+                      flush_every_s=0.2, store=str(offline / "store")) as tr:
+        tr.log(step=0, loss=1.0)
+        with pytest.warns(AipmWarning, match="breaches the guardrail"):
+            tr.log_eval(bad, step=10)
+        ref = tr.ref
+    assert ref is not None
+    lr = read_local_run(_locator(ref))
+    assert len(lr.alerts) == 1 and lr.alerts[0]["level"] == "WARN"
+    assert "accuracy" in lr.alerts[0]["title"] and "step 10" in lr.alerts[0]["text"]
+
+
 def test_points_for_a_run_started_elsewhere_resume_it(offline: Path) -> None:
     first = backend()
     ref = first.start_run(RunRecord(run_id="", name="t", model=ModelInfo("bot", "5")), "team/p")

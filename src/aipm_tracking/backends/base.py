@@ -76,6 +76,11 @@ class Backend(Protocol):
         """Store a comparison for review (W&B comparison table + alert ...); return a ref/URL."""
         ...
 
+    # Optional (looked up with getattr; BaseBackend does not define it):
+    # ``alert(ref, title, text) -> None`` notifies the run's owners (W&B: ``run.alert``).
+    # The Tracker calls it from its background thread when a guardrail is breached
+    # mid-training.
+
 
 class BaseBackend:
     """Convenience base: every operation raises ``BackendNotImplementedError`` until overridden."""

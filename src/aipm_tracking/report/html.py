@@ -39,8 +39,7 @@ from .common import (
 from .svg import PALETTE, esc
 
 MAX_EXAMPLES = 200
-COST_WHY = ("not available (no cost_usd column, or cost_per_query_usd is neither guardrailed "
-            "nor projected with --queries-per-day)")
+COST_WHY = "not available (neither run has a cost_usd column or a cost_per_query_usd metric)"
 
 CSS = """
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;

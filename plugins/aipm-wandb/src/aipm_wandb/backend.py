@@ -311,6 +311,14 @@ class WandbBackend(BaseBackend):
         for step in sorted(by_step):
             run.log(by_step[step], step=step)
 
+    def alert(self, ref: str, title: str, text: str) -> None:
+        """``run.alert`` on a streaming run (the Tracker's guardrail breach mid-training)."""
+        from . import writer
+
+        run = self._live_run(ref)
+        run.alert(title=title[:200], text=text[:4000] or title[:200],
+                  level=writer._wandb().AlertLevel.WARN)
+
     def finish_run(self, ref: str, status: str = "finished",
                    record: RunRecord | None = None) -> None:
         from . import writer
