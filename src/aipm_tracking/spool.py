@@ -174,7 +174,9 @@ class SpoolWriter:
 
     def append_points(self, points: Sequence[Sequence[Any]]) -> tuple[int, int]:
         """One ``points`` record for a flush: ``[(key, value, step, timestamp), ...]``."""
-        return self.append({"t": "points", "p": [list(p) for p in points]})
+        # json writes tuples (MetricPoint is a NamedTuple) as arrays: no per-point copy
+        return self.append({"t": "points", "p": points if isinstance(points, list)
+                            else list(points)})
 
     def sync(self, force: bool = False) -> None:
         """fsync when ``fsync_every_s`` has passed since the last one (or ``force``)."""
