@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,16 +23,9 @@ def write_output(text: str, output: str | None) -> None:
     if not output or output == "-":
         click.echo(text, nl=not text.endswith("\n"))
         return
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".aipm-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ..fsutil import atomic_write
+
+    atomic_write(output, text)
 
 
 def console(width: int | None = None) -> Any:

@@ -39,25 +39,15 @@ def validate_cmd(file: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init_cmd(output: str, force: bool) -> None:
     """Write a commented starter guardrails file."""
-    import os
-    import tempfile
     from pathlib import Path
 
     from ..errors import UsageError
+    from ..fsutil import atomic_write
     from ..guardrails import starter_text
 
     path = Path(output)
     if path.exists() and not force:
         raise UsageError(f"{output}: already exists (use --force to overwrite)")
     text = starter_text(path.name)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
     click.echo(f"wrote {output}; edit it, then run: aipm guardrails validate {output}")

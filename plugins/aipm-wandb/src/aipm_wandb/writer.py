@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aipm_tracking.errors import BackendError, DataError
+from aipm_tracking.fsutil import atomic_write
 
 from .convert import (
     COMPARISON_JSON,
@@ -130,23 +130,10 @@ def finish(run: Any, exit_code: int = 0, timeout_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_file(run: Any, rel: str, data: bytes) -> None:
     """Write ``data`` to ``run.dir/rel`` atomically and register it for upload now."""
     path = os.path.join(run.dir, rel)
-    _atomic_write(path, data)
+    atomic_write(path, data, make_dirs=True)
     run.save(path, base_path=run.dir, policy="now")
 
 
