@@ -217,7 +217,7 @@ def test_rows_keep_order_behind_an_unread_device_value(store: Path, tmp_path: Pa
     with aipm.Tracker(flush_every_s=3600, spool_dir=tmp_path / "sp") as tr:
         tr.log(step=0, loss=1.0)
         slot = [tmod._UNSET]
-        tr._rows.append((1, time.time(), {"loss": slot, "lr": 0.1}))
+        tr._rows.extend((1, time.time(), {"loss": slot, "lr": 0.1}))
         tr.log(step=2, loss=3.0)
         with tr._io_lock:
             tr._flush_once(wait=False)  # what the background thread does each interval
@@ -228,7 +228,7 @@ def test_rows_keep_order_behind_an_unread_device_value(store: Path, tmp_path: Pa
         assert series(store, tr.ref) == {"loss": [(0, 1.0), (1, 2.0), (2, 3.0)],
                                          "lr": [(1, 0.1)]}
         lost = [tmod._UNSET]  # a value whose read-back never comes: finish drops it alone
-        tr._rows.append((3, time.time(), {"loss": lost, "lr": 0.2}))
+        tr._rows.extend((3, time.time(), {"loss": lost, "lr": 0.2}))
     assert series(store, tr.ref)["lr"] == [(1, 0.1), (3, 0.2)]
 
 
@@ -400,7 +400,27 @@ def test_log_never_touches_io(tmp_path: Path) -> None:
         for i in range(1000):
             tr.log(step=i, loss=0.5, lr=0.1, grad_norm=1.0)
         assert tr.spool_path.stat().st_size == size
-        assert len(tr._rows) == 1000
+        assert len(tr._rows) == 3 * 1000  # step, time, values per row
+
+
+def test_log_from_several_threads_keeps_each_row_whole(store: Path, tmp_path: Path) -> None:
+    """Rows logged by concurrent threads interleave but never mix (one atomic extend each)."""
+    import threading
+
+    def worker(key: str, sign: float) -> None:
+        for i in range(20_000):
+            tr.log(step=i, **{key: sign * i})
+
+    with aipm.Tracker(flush_every_s=0.01, spool_dir=tmp_path / "sp") as tr:
+        threads = [threading.Thread(target=worker, args=(k, s))
+                   for k, s in (("up", 1.0), ("down", -1.0), ("twice", 2.0))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    got = series(store, tr.ref)
+    for key, sign in (("up", 1.0), ("down", -1.0), ("twice", 2.0)):
+        assert sorted(got[key]) == [(i, sign * i) for i in range(20_000)], key
 
 
 @pytest.mark.slow
