@@ -152,10 +152,9 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
     verdict, reason = "pass", ""
 
     # 1. absolute bounds on the candidate
-    if rail.min is not None and c < rail.min - _tol(c, rail.min):
-        verdict, reason = "breach", f"{_g(c)} is below min {_g(rail.min)}"
-    elif rail.max is not None and c > rail.max + _tol(c, rail.max):
-        verdict, reason = "breach", f"{_g(c)} is above max {_g(rail.max)}"
+    bound = rail.breached_bound(c)
+    if bound is not None:
+        verdict, reason = "breach", f"{_g(c)} is {bound}"
 
     # 2. allowed regression against the baseline
     margin = rail.max_regression

@@ -101,11 +101,12 @@ class Guardrail:
         return " · ".join(parts) or "compare only"
 
     def breached_bound(self, value: float) -> str | None:
-        """``"below min X"`` / ``"above max X"`` when ``value`` crosses an absolute bound
-        (ties pass, within a relative epsilon of 1e-9); ``None`` otherwise."""
-        if self.min is not None and value < self.min - 1e-9 * max(1.0, abs(self.min)):
+        """``"below min X"`` / ``"above max X"`` when ``value`` crosses an absolute bound;
+        ``None`` otherwise. Ties pass: ``1e-9 + 1e-9·max(|value|, |bound|)`` of slack (the
+        comparator's tolerance)."""
+        if self.min is not None and value < self.min - _TIE * (1 + max(abs(value), abs(self.min))):
             return f"below min {_fmt(self.min)}"
-        if self.max is not None and value > self.max + 1e-9 * max(1.0, abs(self.max)):
+        if self.max is not None and value > self.max + _TIE * (1 + max(abs(value), abs(self.max))):
             return f"above max {_fmt(self.max)}"
         return None
 
@@ -170,6 +171,9 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of a normalized spec (sorted keys, no spaces)."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_TIE = 1e-9  # relative and absolute slack under which a value ties with a bound
 
 
 def _fmt(x: float) -> str:

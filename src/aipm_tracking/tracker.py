@@ -1,10 +1,11 @@
 """The training-loop callback core: ``aipm.Tracker`` (DESIGN §7b).
 
 ``tracker.log(step=i, loss=loss)`` extends a list by (step, time, values) and returns
-(well under a microsecond): no lock, no I/O, no dataclass, and never a device synchronisation. A daemon
-thread turns the buffered rows into points every ``flush_every_s`` seconds (or once
-``flush_every_n`` calls are buffered), appends them to the run's spool (:mod:`aipm_tracking.spool`,
-fsync'd once per flush interval) and sends them with one ``backend.log_points`` call.
+(well under a microsecond): no lock, no I/O, no dataclass, and never a device
+synchronisation. A daemon thread turns the buffered rows into points every
+``flush_every_s`` seconds (or once ``flush_every_n`` calls are buffered), appends them to the
+run's spool (:mod:`aipm_tracking.spool`, fsync'd once per flush interval) and sends them with
+one ``backend.log_points`` call.
 
 Values: Python numbers and numpy scalars are stored as they are (converted by the thread);
 CPU torch tensors are read with ``.item()`` at once (no sync is involved); JAX arrays are
