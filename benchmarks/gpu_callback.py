@@ -12,6 +12,11 @@ time over all blocks and its ratio to ``none``. The tracker's points are read ba
 store afterwards and counted (every step must be there, finite).
 
     STEPS=400 ROUNDS=2 python benchmarks/gpu_callback.py
+    AB=1 PAIRS=40 BLOCK_SMALL=200 BLOCK_MEDIUM=100 python benchmarks/gpu_callback.py
+
+``AB=1`` runs paired blocks instead (see :func:`ab`): the ratio's median with a 95% bootstrap
+interval, and the process CPU time that logging adds per step. ``benchmarks/gpu_device.sh``
+runs the device check in one go (the CUDA test, then the A/B for both models).
 """
 
 from __future__ import annotations
@@ -166,12 +171,27 @@ def log_call_cost(tmp: str, n: int = 20000) -> dict:
             "us_per_readback": round(spent[0] / max(spent[1], 1) * 1e6, 1)}
 
 
+def median_ci(ratios: list[float], reps: int = 4000, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the median of the pair ratios."""
+    import numpy as np
+
+    r = np.asarray(ratios, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(r), size=(reps, len(r)))
+    meds = np.median(r[idx], axis=1)
+    return [round(float(q), 4) for q in np.quantile(meds, [0.025, 0.975])]
+
+
 def ab(size: str, variant: str, wandb: object, tmp: str, pairs: int, block: int) -> dict:
     """Paired A/B on one model: alternate blocks without logging and with ``variant``.
 
-    Slow drift of the machine (which moves whole runs by +-15% on the small model) cancels
-    in each pair's ratio; the median of the pair ratios is reported. The tracker's
-    background thread runs throughout, so part of its flush work can land in a 'none' block.
+    Slow drift of the machine (which moved whole runs by +-15% on the small model) cancels
+    in each pair's ratio; the median of the pair ratios is reported with a 95% bootstrap
+    interval. Beside wall time, each block's process CPU time (every thread of this process:
+    the training loop, the tracker's thread, CUDA's) is taken: ``cpu_us_added`` is the
+    median extra CPU per step with logging. It is not shaken by other tenants of the machine
+    (time descheduled is not counted); on a CPU-bound loop it is what logging adds to the
+    step. wandb's own service process is not counted in it. The tracker's background thread
+    runs throughout, so part of its flush work can land in a 'none' block.
     """
     width, depth, batch = SIZES[size]
     torch.manual_seed(0)
@@ -188,10 +208,10 @@ def ab(size: str, variant: str, wandb: object, tmp: str, pairs: int, block: int)
                           spool_dir=os.path.join(tmp, "spool"), replay_on_start=False)
     i = 0
 
-    def steps(n: int, log: bool) -> float:
+    def steps(n: int, log: bool) -> tuple[float, float]:
         nonlocal i
         sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(n):
             with torch.autocast(dev, dtype=torch.bfloat16):
                 loss = F.cross_entropy(model(x), y)
@@ -207,28 +227,39 @@ def ab(size: str, variant: str, wandb: object, tmp: str, pairs: int, block: int)
                     tr.log(step=i, loss=loss)
             i += 1
         sync()
-        return (time.perf_counter() - t) / n
+        return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
     steps(WARMUP, True)
-    ratios, base_ms, var_ms = [], [], []
+    ratios, base_ms, var_ms, cpu_add = [], [], [], []
     for p in range(pairs):
         if p % 2 == 0:
             b, v = steps(block, False), steps(block, True)
         else:
             v, b = steps(block, True), steps(block, False)
-        ratios.append(v / b)
-        base_ms.append(b * 1e3)
-        var_ms.append(v * 1e3)
+        ratios.append(v[0] / b[0])
+        base_ms.append(b[0] * 1e3)
+        var_ms.append(v[0] * 1e3)
+        cpu_add.append((v[1] - b[1]) * 1e6)
     if run_ is not None:
         run_.finish()
     if tr is not None:
         tr.finish()
+        hist = LocalBackend(BackendOptions(store=os.path.join(tmp, "store"))).read_history(
+            tr.ref or "")
+        want = WARMUP + pairs * block  # the steps logged: warm-up and the logging blocks
+        print(json.dumps({"check": "tracker_points", "model": size, "points": len(hist),
+                          "expected": want, "ok": len(hist) == want
+                          and all(math.isfinite(p.value) for p in hist)}), flush=True)
     q = statistics.quantiles(ratios, n=4)
+    none_ms = statistics.median(base_ms)
     return {"mode": "ab", "model": size, "variant": variant, "pairs": pairs, "block": block,
             "ratio_median": round(statistics.median(ratios), 4),
+            "ratio_ci95": median_ci(ratios),
             "ratio_iqr": [round(q[0], 4), round(q[2], 4)],
-            "none_ms": round(statistics.median(base_ms), 4),
-            "variant_ms": round(statistics.median(var_ms), 4)}
+            "none_ms": round(none_ms, 4),
+            "variant_ms": round(statistics.median(var_ms), 4),
+            "cpu_us_added": round(statistics.median(cpu_add), 2),
+            "cpu_added_of_step": round(statistics.median(cpu_add) / (none_ms * 1e3), 4)}
 
 
 def main() -> None:
@@ -245,10 +276,12 @@ def main() -> None:
     variants = ["none", "item", "tracker"]
     if os.environ.get("AB"):
         tmp = tempfile.mkdtemp(prefix="aipm-gpu-ab-")
-        pairs = int(os.environ.get("PAIRS", "16"))
+        pairs = int(os.environ.get("PAIRS", "40"))
         for size in os.environ.get("ONLY", ",".join(SIZES)).split(","):
-            block = int(os.environ.get("BLOCK_" + size.upper(), "300"))
-            for v in ["tracker", "item"] + (["wandb"] if wandb else []):
+            block = int(os.environ.get("BLOCK_" + size.upper(), "200"))
+            for v in os.environ.get("AB_VARIANTS", "tracker,item,wandb").split(","):
+                if v == "wandb" and not wandb:
+                    continue
                 print(json.dumps(ab(size, v, wandb, tmp, pairs, block)), flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
         return
