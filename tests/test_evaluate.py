@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,6 +120,29 @@ def test_brier_kernel() -> None:
     rng = np.random.default_rng(1)
     c, y = rng.random(500), rng.random(500) < 0.6
     assert brier(y, c) == pytest.approx(brier_score_loss(y, c))
+
+
+def test_latency_percentiles_equal_numpy_exactly() -> None:
+    m = evaluate(pd.DataFrame({"latency_ms": [12.0, 16.0, 18.0]})).metrics
+    assert m["latency_ms_p95"] == np.percentile([12.0, 16.0, 18.0], 95)  # 17.8, bit for bit
+    assert m["latency_ms_p99"] == np.percentile([12.0, 16.0, 18.0], 99)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_latency_percentiles_random_tables_equal_numpy_exactly(seed: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 3, 7, 100, 1001, int(rng.integers(2, 5000))):
+        x = {0: rng.lognormal(4, 1.2, n), 1: rng.exponential(300, n),
+             2: rng.integers(0, 50, n).astype(float), 3: rng.random(n) * 1e-3,
+             4: np.round(rng.normal(500, 80, n).clip(0), 1), 5: rng.pareto(1.5, n) * 100}[seed]
+        m = evaluate(pd.DataFrame({"latency_ms": x})).metrics
+        for q in (50, 95, 99):
+            assert m[f"latency_ms_p{q}"] == np.percentile(x, q), (n, q)
+    p = tmp_path / "lat.parquet"  # streamed, still exact below STREAM_EXACT_ROWS
+    pd.DataFrame({"latency_ms": x}).to_parquet(p)
+    m = evaluate(p, chunk_rows=97).metrics
+    for q in (50, 95, 99):
+        assert m[f"latency_ms_p{q}"] == np.percentile(x, q)
 
 
 def test_absent_inputs_are_not_produced() -> None:

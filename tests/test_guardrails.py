@@ -120,6 +120,25 @@ def test_info_metric_may_be_given_a_direction() -> None:
     assert g.guardrails[0].direction == "higher"
 
 
+@pytest.mark.parametrize("metric", ["cost_total_usd", "n_examples", "cost_total_usd[slice=de]"])
+def test_info_metric_without_direction_says_so_and_never_suggests_itself(metric: str) -> None:
+    msg = error_of(f"version: 1\nmetrics:\n  {metric}: {{max: 10}}\n")
+    assert msg.startswith(f"g.yaml:3: metrics.{metric}: is an info metric")
+    assert "direction: higher or lower" in msg
+    assert "did you mean" not in msg and "is not a known metric" not in msg
+
+
+def test_unknown_metric_hint_is_never_the_name_written() -> None:
+    # a plugin metric that has no direction is an info metric, not a typo of itself
+    reg = MetricRegistry([*default_registry(), MetricDef("signups", "info", "users", "x", source="p")])
+    with pytest.raises(ConfigError) as e:
+        parse_guardrails("version: 1\nmetrics:\n  signups: {min: 100}\n", "g.yaml", reg)
+    assert "did you mean 'signups'" not in str(e.value) and "is an info metric" in str(e.value)
+    # a typo still gets a hint, and it is another name
+    msg = error_of("version: 1\nmetrics:\n  cost_totl_usd: {max: 1}\n")
+    assert "did you mean 'cost_total_usd'" in msg
+
+
 def test_margin() -> None:
     assert parse_margin(0.01) == Margin(0.01, False)
     assert parse_margin("10%") == Margin(0.1, True)

@@ -78,7 +78,8 @@ _EMPTY = np.empty(0, dtype=np.int64)
 
 # -- the accumulator -------------------------------------------------------------------------
 _SUMS = ("n", "n_correct", "n_label", "n_conf", "n_fb", "n_fb_true", "n_ans", "n_ans_correct",
-         "n_ov", "ov_sum", "n_lat", "lat_sum", "n_cost", "cost_sum", "sq_sum", "slice_missing")
+         "n_ov", "ov_sum", "n_lat", "lat_sum", "n_cost", "cost_sum", "brier_sum",
+         "slice_missing")
 
 
 class EvalAccumulator:
@@ -174,9 +175,14 @@ class EvalAccumulator:
 
     def _add_confusion(self, label: np.ndarray, pred: np.ndarray) -> None:
         kinds = {label.dtype.kind, pred.dtype.kind}
-        if kinds in ({"i", "f"}, {"u", "f"}) and label.size:  # 1 vs 1.0: one class, not two
-            f = label if label.dtype.kind == "f" else pred
-            if np.all(np.isfinite(f)) and np.all(f == np.floor(f)):
+        if (label.dtype != pred.dtype and kinds <= set("biuf") and not kinds <= set("iu")
+                and label.size):
+            # different numeric types compare by value (True == 1 == 1.0, as ``correct`` is
+            # computed): one class, not two; float32 0.1 != 0.1, two classes. Integral values
+            # are named as integers ("1"). Integers of different widths need no cast.
+            label, pred = label.astype(np.float64), pred.astype(np.float64)
+            if (np.all(np.isfinite(label)) and np.all(np.isfinite(pred))
+                    and np.all(label == np.floor(label)) and np.all(pred == np.floor(pred))):
                 label, pred = label.astype(np.int64), pred.astype(np.int64)
         if label.dtype.kind in "iu" and pred.dtype.kind in "iu" and label.size:
             lo = int(min(label.min(), pred.min()))
@@ -228,7 +234,8 @@ class EvalAccumulator:
         self.fine += np.bincount(idx, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
         cs = np.bincount(idx, weights=conf, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
         self.fine_conf += cs
-        self.s["sq_sum"] += float(np.dot(conf, conf))
+        d = conf - ci  # sum (c - y)^2 directly: expanding it loses precision near 0
+        self.s["brier_sum"] += float(np.dot(d, d))
         self.s["n_label"] += conf.size
         if self.sel_exact is not None:
             if self.s["n_label"] <= self.aurc_exact_rows:
@@ -345,6 +352,9 @@ class EvalAccumulator:
 
     @classmethod
     def from_state(cls, st: dict[str, np.ndarray]) -> EvalAccumulator:
+        if len(st["sums"]) != len(_SUMS):
+            raise ValueError(f"accumulator state has {len(st['sums'])} sums, expected "
+                             f"{len(_SUMS)}: it comes from a different aipm version")
         er = int(st["exact_rows"][0])
         acc = cls(float(st["threshold"][0]), exact_rows=None if er < 0 else er,
                   cost_by_confidence=bool(st["cost_hist"][0]) if "cost_hist" in st else True,
@@ -403,9 +413,7 @@ class EvalAccumulator:
         if "overridden" in has:
             out["override_rate"] = (s["ov_sum"], s["n_ov"])
         if "correct" in has and "confidence" in has:
-            # sum (c - y)^2 = sum c^2 - 2 sum_{y=1} c + #{y=1}
-            b = s["sq_sum"] - 2 * float(self.fine_conf[:, 1].sum()) + float(self.fine[:, 1].sum())
-            out["brier"] = (max(b, 0.0), s["n_label"])
+            out["brier"] = (s["brier_sum"], s["n_label"])
         if "latency_ms" in has:
             out["latency_ms_mean"] = (s["lat_sum"], s["n_lat"])
         if "cost_usd" in has:

@@ -15,11 +15,16 @@ other ids are collected (8 bytes per row) and sorted once.
 
 Bad rows (DESIGN §3) raise one :class:`DataError` line listing every problem with counts and a
 few example ids, unless ``drop_bad_rows=True``: then they are dropped and listed in
-``details["data_issues"]`` and ``EvalResult.issues``. Checked: null/NaN ``label``,
+``details["data_issues"]`` and ``EvalResult.issues`` (when every row is bad, that is still a
+DataError: nothing is left to evaluate). Checked: null/NaN ``label``,
 ``prediction``, ``example_id``, ``fallback``; NaN, infinite or out-of-[0, 1] ``confidence``;
 NaN, infinite or negative ``latency_ms``, ``cost_usd``, ``input_tokens``, ``output_tokens``;
 non-boolean ``fallback``/``overridden``; duplicate ``example_id`` (the first occurrence is kept).
-``overridden`` may be null (override_rate is over non-null rows).
+``overridden`` may be null (override_rate is over non-null rows). Wrong column types are a
+DataError naming the column: a date/time in any numeric column, a duration in any numeric
+column but ``latency_ms`` (a duration there is converted to milliseconds), a boolean
+``latency_ms``, ``cost_usd`` or token count. ``n_examples`` is the number of rows evaluated
+(after dropping bad rows); token counts alone are usable only with ``pricing``.
 
 ``correct`` is ``prediction == label``; when one of the two columns is numeric and the other is
 text, both are compared as strings. **Pricing**: with a :class:`~aipm_tracking.pricing.Pricing`
@@ -106,9 +111,33 @@ class _Issues:
         return [DataIssue(c, p, n, ex) for (c, p), (n, ex) in self.found.items()]
 
 
+#: object columns: what pandas infers -> the dtype kind they are treated as
+_INFERRED_KIND = {"boolean": "b", "timedelta": "m", "timedelta64": "m", "datetime": "M",
+                  "datetime64": "M", "date": "M"}
+
+
 def _numeric(s: Any, col: str, src: str) -> np.ndarray:
+    """A numeric column as float64 (NaN for nulls). ``latency_ms`` may be a duration (numpy
+    timedelta64, Arrow/Parquet ``duration``): it is converted to milliseconds. Any other
+    duration, any date/time, and a boolean column other than ``confidence`` is a DataError
+    (read as ticks, epochs or 0/1 they would give numbers in the wrong unit)."""
     import pandas as pd
 
+    kind = s.dtype.kind
+    if kind == "O":  # Python objects: timedelta/datetime/bool values are caught the same way
+        kind = _INFERRED_KIND.get(pd.api.types.infer_dtype(s, skipna=True), kind)
+    if kind == "m":
+        if col != "latency_ms":
+            raise DataError(f"{src}: column '{col}' is a duration, not a number")
+        td = s.to_numpy() if s.dtype.kind == "m" else None
+        if td is None or td.dtype.kind != "m":
+            td = pd.to_timedelta(s).to_numpy()
+        with np.errstate(invalid="ignore"):
+            return np.asarray(td / np.timedelta64(1, "ms"), dtype=np.float64)  # NaT -> NaN
+    if kind == "M":
+        raise DataError(f"{src}: column '{col}' is a date/time, not a number")
+    if kind == "b" and col != "confidence":
+        raise DataError(f"{src}: column '{col}' is boolean, not a number")
     if s.dtype.kind not in "fiub" and not pd.api.types.is_numeric_dtype(s.dtype):
         try:
             return pd.to_numeric(s).to_numpy(dtype=np.float64, na_value=np.nan)
@@ -224,8 +253,15 @@ def _raise_or_record(issues: _Issues, src: str, drop: bool) -> list[DataIssue]:
     found = issues.issues()
     if found and not drop:
         raise DataError(f"{src}: " + "; ".join(i.describe() for i in found)
-                        + " (fix the rows, or drop them with --drop-bad-rows)")
+                        + " (fix the rows, or drop them with --drop-bad-rows / "
+                        "drop_bad_rows=True)")
     return found
+
+
+def _all_dropped(issues: _Issues, src: str) -> DataError:
+    """Every row was bad and dropped: nothing is left to evaluate."""
+    return DataError(f"{src}: every row is bad: "
+                     + "; ".join(i.describe() for i in issues.issues()))
 
 
 def _duplicates(ids: Any) -> np.ndarray | None:
@@ -287,18 +323,26 @@ def _finish(acc: EvalAccumulator, src: str, found: list[DataIssue], notes: dict[
     return res
 
 
-def _usable(columns: Iterable[str], src: str) -> None:
+_TOKENS = {"input_tokens", "output_tokens"}
+
+
+def _usable(columns: Iterable[str], src: str, pricing: Pricing | None) -> None:
+    """At least one column gives a metric. Token counts give one (cost) only with pricing."""
     has = set(columns)
-    other = has & {"confidence", "latency_ms", "cost_usd", "overridden", "fallback",
-                   "input_tokens"}
+    other = has & {"confidence", "latency_ms", "cost_usd", "overridden", "fallback"}
+    if pricing is not None:
+        other |= has & _TOKENS
     if {"label", "prediction"} <= has or other:
         return
     for a, b in (("label", "prediction"), ("prediction", "label")):
         if a in has:
             raise DataError(f"{src}: column '{b}' is missing (needed with '{a}' for accuracy)")
+    tokens = ("; token counts give cost_usd only with pricing (pricing=..., or a guardrails "
+              "file with pricing:)" if has & _TOKENS else "")
     raise DataError(f"{src}: no usable columns (need label+prediction, confidence, "
-                    f"latency_ms, cost_usd, overridden or fallback; got "
-                    f"{', '.join(sorted(map(str, has))[:20]) or 'none'})")
+                    f"latency_ms, cost_usd, overridden, fallback, or input_tokens/output_tokens "
+                    f"with pricing; got {', '.join(sorted(map(str, has))[:20]) or 'none'})"
+                    f"{tokens}")
 
 
 def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing | None,
@@ -308,7 +352,7 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
         if "slice" in df.columns:
             raise DataError(f"{src}: both 'slice' and slice column '{slice_column}' exist")
         df = df.rename(columns={slice_column: "slice"})
-    _usable(df.columns, src)
+    _usable(df.columns, src, pricing)
     if len(df) == 0:
         raise DataError(f"{src}: the table has no rows")
     issues = _Issues()
@@ -316,6 +360,8 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     cols, keep, notes = _prepare(df, src, issues, fallback_threshold=fallback_threshold,
                                  pricing=pricing, row_offset=0, dup=dup, drop=drop)
     found = _raise_or_record(issues, src, drop)
+    if keep is not None and not keep.any():
+        raise _all_dropped(issues, src)
     acc = EvalAccumulator(fallback_threshold, exact_rows=None, cost_by_confidence=False)
     acc.update(cols)
     res = _finish(acc, src, found, notes, traffic_mix)
@@ -328,6 +374,8 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
         extra: dict[str, np.ndarray] = {k: cols[k] for k in ("correct", "fallback") if k in cols}
         if notes.get("cost_source") == "pricing":
             extra["cost_usd"] = cols["cost_usd"]
+        if "latency_ms" in cols and df["latency_ms"].dtype.kind not in "iuf":
+            extra["latency_ms"] = cols["latency_ms"]  # a duration, now in milliseconds
         ex = ex.assign(**extra)
         order = [c for c in tables.CANONICAL_COLUMNS if c in ex.columns]
         res.examples = ex[order + [c for c in ex.columns if c not in order]]
@@ -396,7 +444,7 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
         cmap[src_cols[final.index(slice_column)]] = "slice"
         renames = tables.check_column_map(src_cols, cmap, path)
         final = [renames.get(c, c) for c in src_cols]
-    _usable(final, path)
+    _usable(final, path, pricing)
     dup_all = None
     if "example_id" in final:
         dup_all = _streamed_duplicates(path, cmap, chunk_rows)
@@ -404,19 +452,22 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
     acc = EvalAccumulator(fallback_threshold, exact_rows=STREAM_EXACT_ROWS,
                           aurc_exact_rows=STREAM_EXACT_ROWS)
     notes: dict[str, str] = {}
-    offset = 0
+    offset = kept = 0
     for df in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows):
         n = len(df)
         dup = None if dup_all is None else dup_all[offset:offset + n]
-        cols, _, nt = _prepare(df, path, issues, fallback_threshold=fallback_threshold,
-                               pricing=pricing, row_offset=offset, dup=dup, drop=drop)
+        cols, keep, nt = _prepare(df, path, issues, fallback_threshold=fallback_threshold,
+                                  pricing=pricing, row_offset=offset, dup=dup, drop=drop)
         notes.update(nt)
         offset += n
+        kept += n if keep is None else int(np.count_nonzero(keep))
         if not issues.found or drop:
             acc.update(cols)
     found = _raise_or_record(issues, path, drop)
     if offset == 0:
         raise DataError(f"{path}: the table has no rows")
+    if kept == 0:
+        raise _all_dropped(issues, path)
     return _finish(acc, path, found, notes, traffic_mix, max_risk, risk_alpha)
 
 

@@ -334,11 +334,15 @@ def _guardrail(metric: str, spec: Any, path: Path_, lines: _Lines, registry: Met
                           f"('{split_slice(metric)[0]}' is {reg_dir}-is-better)")
     direction = declared or (reg_dir if reg_dir in DIRECTIONS else None)
     if direction is None:
-        names = [d.name for d in registry]
-        close = difflib.get_close_matches(split_slice(metric)[0], names, n=1, cutoff=0.75)
+        base = split_slice(metric)[0]
+        if known is not None:  # a registered metric with no direction (info, e.g. a count)
+            raise lines.error(path, "is an info metric (no direction in the registry): a "
+                                    "guardrail on it needs direction: higher or lower "
+                                    "(min/max alone are not enough)")
+        names = [d.name for d in registry if d.name != base]
+        close = difflib.get_close_matches(base, names, n=1, cutoff=0.75)
         hint = f"did you mean '{close[0]}'? otherwise " if close else ""
-        what = "is not a known metric" if known is None else "has no direction in the registry"
-        raise lines.error(path, f"{what}: {hint}declare direction: higher or lower")
+        raise lines.error(path, f"is not a known metric: {hint}declare direction: higher or lower")
     full = slice_metric_name(metric, slice_key) if slice_key else metric
     return Guardrail(metric=full, direction=direction, min=lo, max=hi, max_regression=margin,
                      severity=severity, slice=slice_key or split_slice(metric)[1],

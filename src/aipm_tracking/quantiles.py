@@ -27,7 +27,7 @@ SKETCH_BUCKETS = _SK_MAX - _SK_MIN + 2   # bucket 0 holds zeros
 
 
 def _virtual_index(n: int, q: np.ndarray) -> np.ndarray:
-    return n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's linear method, same rounding
+    return (n - 1) * q  # numpy's 'linear' method (get_virtual_index), same rounding
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ from ._common import map_option, state
 
 
 def _recommend_for_run(source: str, max_risk: float, alpha: float,
-                       column_map: dict[str, str], st: Any) -> tuple[dict[str, Any], str]:
+                       column_map: dict[str, str], st: Any,
+                       drop_bad_rows: bool = False) -> tuple[dict[str, Any], str]:
     from ..errors import DataError
     from ..refs import parse_ref
 
@@ -20,7 +21,11 @@ def _recommend_for_run(source: str, max_risk: float, alpha: float,
         from ..evaluation import evaluate
 
         res = evaluate(ref.locator, column_map=column_map or None, max_risk=max_risk,
-                       risk_alpha=alpha, keep_examples=False)
+                       risk_alpha=alpha, keep_examples=False, drop_bad_rows=drop_bad_rows)
+        if res.issues:  # dropped, never silently
+            click.echo(f"aipm: {ref.locator}: dropped bad rows: "
+                       + "; ".join(i.describe() for i in res.issues)
+                       + f" ({res.n_examples} rows evaluated)", err=True)
         rec = res.details.get("threshold_recommendation")
         if rec is None:
             raise DataError(f"{ref.locator}: thresholds need label, prediction and confidence "
@@ -56,9 +61,11 @@ def _fmt(x: Any, digits: int = 4) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @map_option
+@click.option("--drop-bad-rows", is_flag=True,
+              help="Eval file: drop invalid rows (reported on stderr) instead of failing.")
 @click.pass_context
 def thresholds_cmd(ctx: click.Context, source: str, max_risk: float, alpha: float, fmt: str,
-                   column_map: tuple[str, ...]) -> None:
+                   column_map: tuple[str, ...], drop_bad_rows: bool) -> None:
     """Recommend the confidence threshold with the lowest fallback rate whose upper bound on
     the error among answered queries stays within --max-risk.
 
@@ -78,7 +85,7 @@ def thresholds_cmd(ctx: click.Context, source: str, max_risk: float, alpha: floa
     if not 0 < alpha < 0.5:
         raise UsageError(f"--alpha must be between 0 and 0.5, got {alpha}")
     rec, name = _recommend_for_run(source, max_risk, alpha, parse_mapping(column_map),
-                                   state(ctx))
+                                   state(ctx), drop_bad_rows)
     if fmt == "json":
         click.echo(json.dumps({"source": name, **rec}, indent=2, allow_nan=False))
     else:
