@@ -246,6 +246,58 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path: Path, down: boo
     assert len(be.read_history(ref)) == len(hist)
 
 
+@pytest.mark.slow
+def test_sigkill_while_a_backend_call_hangs_still_loses_one_interval_at_most(
+        tmp_path: Path) -> None:
+    """A real hang: another process holds the store's SQLite write lock, so the Tracker's
+    delivery blocks in SQLite's busy wait. The spooler goes on writing the spool every
+    interval, so what was logged well before the kill survives it."""
+    import sqlite3
+
+    from aipm_tracking.cli import cli
+
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.replace('to="flaky"', 'to="local"'))
+    spool_dir = tmp_path / "spool"
+    env = {**os.environ, "AIPM_TEST_DOWN": str(tmp_path / "never"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(spool_dir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = Path(os.environ["AIPM_STORE"]) / "aipm.db"
+    holder = None
+    try:
+        assert proc.stdout is not None
+        ref, last = None, -1
+        for line in proc.stdout:
+            if line.startswith("REF"):
+                ref = line.split()[1]
+            elif line.startswith("STEP"):
+                last = int(line.split()[1])
+                if holder is None and last >= 300:
+                    holder = sqlite3.connect(str(db), timeout=30, isolation_level=None)
+                    holder.execute("BEGIN EXCLUSIVE")  # every writer now waits (busy)
+                    locked_at = last
+                elif holder is not None and last >= locked_at + 1000:
+                    break
+        else:
+            pytest.fail(f"child ended early: {proc.stderr.read() if proc.stderr else ''}")
+        logged_before = last  # logged >= 1 s (5 flush intervals) before the kill
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if holder is not None:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert ref and ref.startswith("local:")
+    be = LocalBackend(BackendOptions(store=os.environ["AIPM_STORE"]))
+    assert len({p.step for p in be.read_history(ref)}) <= locked_at + 250  # it did hang
+    out = CliRunner().invoke(cli, ["sync", "--spool-dir", str(spool_dir), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    steps = sorted(p.step for p in be.read_history(ref) if p.key == "loss")
+    assert steps == list(range(len(steps)))  # a prefix, no duplicates
+    assert len(steps) > logged_before, (len(steps), logged_before)
+
+
 def test_compaction_keeps_the_spool_small_and_replayable(tmp_path: Path) -> None:
     store = tmp_path / "store"
     be = LocalBackend(BackendOptions(store=str(store)))
@@ -295,3 +347,55 @@ def test_inflight_dedup_against_real_mlflow_store(tmp_path: Path) -> None:
     assert res.status == "synced" and res.points == 10, res
     steps = sorted(p.step for p in be.read_history(ref.split(":", 1)[1], ["loss"]))
     assert steps == list(range(30))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="spool locks are POSIX flock")
+def test_sync_never_takes_a_spool_compacted_under_it(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync opens the spool; before it locks, the live Tracker compacts it (a new file
+    replaces the path and the lock on the old one is released). The lock then won on the
+    old file must be given back: the live run is neither replayed nor marked killed."""
+    import aipm_tracking.spool as spool_mod
+
+    w = SpoolWriter(tmp_path, "spoolrun1", header(tmp_path / "store"))
+    w.append_points(batches(1)[0])
+    w.state.acked = w.state.inflight = w.offset  # all delivered: compaction is allowed
+    real = spool_mod.fcntl.flock
+    compacted: list[bool] = []
+    calls = [0]
+
+    def flock(fd: int, op: int) -> None:
+        calls[0] += 1
+        if calls[0] == 1:  # the sync's flock: the Tracker compacts just before it
+            compacted.append(w.compact(0))  # (its own flock of the new file is call 2)
+        real(fd, op)
+
+    monkeypatch.setattr(spool_mod.fcntl, "flock", flock)
+    res = replay_spool(w.path)
+    assert compacted == [True]
+    assert res.status == "skipped" and "live Tracker" in res.reason
+    assert w.path.exists() and not SpoolState.load(w.state_path).finished
+    monkeypatch.undo()
+    w.append_points(batches(2)[1])  # the writer goes on in its new file
+    w.close()
+    done = replay_spool(w.path)  # once the Tracker is gone, a sync delivers it
+    assert done.status == "synced" and done.run_status == "killed"
+    assert done.points == 10  # the batch written after the compaction
+
+
+def test_a_spool_gone_before_sync_opens_it_is_skipped(tmp_path: Path) -> None:
+    res = replay_spool(tmp_path / "vanished.spool")  # another sync delivered and deleted it
+    assert res.status == "skipped" and res.reason.startswith("gone")
+    store = tmp_path / "store"
+    w = SpoolWriter(tmp_path, "spoolrun1", header(store))
+    w.append_points(batches(1)[0])
+    w.close()
+    # two `aipm sync` at once: both exit 0, the points arrive once
+    cmd = [sys.executable, "-m", "aipm_tracking", "--store", str(store), "sync",
+           "--spool-dir", str(tmp_path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    hist = LocalBackend(BackendOptions(store=str(store))).read_history("spoolrun1")
+    assert len(hist) == 10

@@ -219,12 +219,14 @@ def test_rows_keep_order_behind_an_unread_device_value(store: Path, tmp_path: Pa
         slot = [tmod._UNSET]
         tr._rows.extend((1, time.time(), {"loss": slot, "lr": 0.1}))
         tr.log(step=2, loss=3.0)
+        tr._spool_once(wait=False)  # what the spooler thread does each interval
         with tr._io_lock:
-            tr._flush_once(wait=False)  # what the background thread does each interval
+            tr._send_pending(force=False)  # and what the sender does then
         assert [p.step for p in local(store).read_history(tr.ref)] == [0]
         slot[0] = 2.0  # what a completed CUDA event's read-back does
+        tr._spool_once(wait=False)
         with tr._io_lock:
-            tr._flush_once(wait=False)
+            tr._send_pending(force=False)
         assert series(store, tr.ref) == {"loss": [(0, 1.0), (1, 2.0), (2, 3.0)],
                                          "lr": [(1, 0.1)]}
         lost = [tmod._UNSET]  # a value whose read-back never comes: finish drops it alone
@@ -481,3 +483,67 @@ def test_spool_never_holds_credentials(tmp_path: Path) -> None:
     head = json.loads(text.splitlines()[0][9:])
     assert head["backend"]["mlflow_uri"] is None
     assert head["record"]["config"] == {"api_key": "***", "lr": 0.1}
+
+
+def test_bad_steps_and_keys_are_refused_at_the_call_and_never_block_the_rest(
+        store: Path, tmp_path: Path) -> None:
+    """A point no backend can take (empty or over-long key, step outside int64, a
+    fractional step) is refused where it is logged; before, one such point held back the
+    whole run's delivery for good."""
+    with aipm.Tracker(flush_every_s=0.05, spool_dir=tmp_path / "sp") as tr:
+        tr.log(step=np.int64(0), loss=1.0)  # numpy integers are steps
+        with pytest.raises(UsageError, match="64-bit"):
+            tr.log(step=2**63, loss=1.0)
+        with pytest.raises(UsageError, match="integer"):
+            tr.log(step=1.5, loss=1.0)
+        with pytest.raises(UsageError, match="1 to 250 characters"):
+            tr.log_dict({"": 5.0}, step=1)
+        with pytest.raises(UsageError, match="1 to 250 characters"):
+            tr.log_dict({"k" * 251: 5.0}, step=1)
+        with pytest.warns(AipmWarning, match="dropped key ''"):
+            tr.log(step=1, **{"": 2.0, "acc": 0.5})  # ** skips log_dict: dropped alone
+            tr.flush()
+        tr.log(step=2, loss=3.0)
+    got = series(store, tr.ref)
+    assert got == {"loss": [(0, 1.0), (2, 3.0)], "acc": [(1, 0.5)]}
+    assert local(store).read_run(tr.ref).status == "finished"
+
+
+FORK_SCRIPT = textwrap.dedent('''
+    import os, sys
+    import aipm_tracking as aipm
+    from aipm_tracking.backends.base import BackendOptions
+    from aipm_tracking.backends.local import LocalBackend
+
+    tr = aipm.Tracker(flush_every_s=0.05, spool_dir=sys.argv[1])
+    tr.log(step=0, loss=1.0)
+    tr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: logs, then a normal interpreter exit (atexit handlers run)
+        tr.log(step=1, loss=99.0)
+        sys.exit(0)
+    _, code = os.waitpid(pid, 0)
+    run = LocalBackend(BackendOptions()).read_run(tr.ref)
+    print("CHILD", os.waitstatus_to_exitcode(code), run.status, tr.spool_path.exists())
+    tr.log(step=1, loss=2.0)
+    tr.finish()
+    print("REF", tr.ref)
+''')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_neither_logs_nor_finishes_the_parents_run(store: Path,
+                                                                   tmp_path: Path) -> None:
+    """A DataLoader worker is a fork: its exit must not finish the parent's run or delete
+    its spool, and what it logs goes nowhere. Run in a fresh interpreter (a fork inside
+    pytest would run pytest on in the child)."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "sp")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["CHILD"] == "0 running True"  # the parent's run untouched by the child
+    ref = lines["REF"]
+    assert series(store, ref) == {"loss": [(0, 1.0), (1, 2.0)]}
+    assert local(store).read_run(ref).status == "finished"

@@ -374,17 +374,33 @@ class SyncResult:
                 "corrupt": self.corrupt, "run_status": self.run_status}
 
 
-def _lock(path: Path) -> int | None:
-    """Open and lock a spool (non-blocking); None when a live writer holds it."""
-    fd = os.open(path, os.O_RDONLY)
+def _lock(path: Path) -> tuple[int | None, str]:
+    """Open and lock a spool (non-blocking) -> (fd, "") or (None, why it is skipped).
+
+    The lock must be on the file the path names *now*: a live Tracker that compacts its
+    spool replaces the file (and drops its lock on the old one), and a sync that finished
+    first unlinks it; a lock won on such a stale file is given back."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None, "gone (delivered meanwhile by another sync or its Tracker)"
     if fcntl is None:  # pragma: no cover
-        return fd
+        return fd, ""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        return None
-    return fd
+        return None, "in use by a live Tracker"
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        os.close(fd)
+        return None, "gone (delivered meanwhile by another sync or its Tracker)"
+    held = os.fstat(fd)
+    if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+        os.close(fd)
+        return None, "in use by a live Tracker (its spool was just compacted)"
+    return fd, ""
 
 
 def backend_for(header: dict[str, Any], options: BackendOptions | None = None) -> Backend:
@@ -413,9 +429,9 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
 
     p = Path(path)
     res = SyncResult(spool=str(p))
-    fd = _lock(p)
+    fd, why = _lock(p)
     if fd is None:
-        res.status, res.reason = "skipped", "in use by a live Tracker"
+        res.status, res.reason = "skipped", why
         return res
     try:
         state_path = p.with_suffix(STATE_SUFFIX)
