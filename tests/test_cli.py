@@ -255,3 +255,65 @@ def test_gates_worked_example(tmp_path: Path) -> None:
 def test_example_guardrails_validate() -> None:
     out = run_cli("guardrails", "validate", str(REPO / "examples" / "guardrails.yaml"))
     assert out.returncode == 0, out.stderr
+
+
+# -- audit fixes: mixed id types, internal errors (exit 4), no guardrails ------------------------
+
+def test_compare_int_ids_against_string_ids(tmp_path: Path) -> None:
+    """0, 1, ... in parquet against "0", "1", ... in JSONL used to crash (pandas merge) and
+    exit 1, which CI reads as a blocking regression."""
+    df = _eval_df(n=300)
+    a, b = tmp_path / "ids_int.parquet", tmp_path / "ids_str.jsonl"
+    df.to_parquet(a, index=False)
+    df.assign(example_id=df.example_id.astype(str)).to_json(b, orient="records", lines=True)
+    assert b.read_text().startswith('{"example_id":"0",')  # ids as strings in the JSONL
+    g = tmp_path / "g1.yaml"
+    g.write_text("version: 1\nmetrics:\n  accuracy: {min: 0.5}\n")
+    out = run_cli("compare", str(a), str(b), "--guardrails", str(g), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["details"]["pairing"]["matched"] == 300
+    assert doc["metrics"][0]["verdict"] == "pass"
+
+
+def test_internal_error_exits_4_with_one_line(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import click
+
+    from aipm_tracking.cli import cli, main
+
+    @click.command("boom")
+    def boom() -> None:
+        raise ValueError("merge failed\non two lines")
+
+    monkeypatch.setitem(cli.commands, "boom", boom)
+    monkeypatch.delenv("AIPM_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as ei:
+        main(["boom"])
+    assert ei.value.code == 4
+    err = capsys.readouterr().err
+    assert err.strip() == ("aipm: internal error: ValueError: merge failed on two lines "
+                           "(set AIPM_DEBUG=1 for the traceback)")
+    monkeypatch.setenv("AIPM_DEBUG", "1")
+    with pytest.raises(SystemExit) as ei:
+        main(["boom"])
+    assert ei.value.code == 4
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: merge failed" in err
+
+
+def test_compare_without_guardrails_not_comparable_exits_0(tmp_path: Path) -> None:
+    lab = np.arange(300) % 3
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    pd.DataFrame({"example_id": range(300), "label": lab, "prediction": lab}).to_csv(a, index=False)
+    pd.DataFrame({"example_id": range(5000, 5300), "label": lab,
+                  "prediction": lab}).to_csv(b, index=False)
+    out = run_cli("compare", str(a), str(b), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["exit_code"] == 0
+    assert doc["metrics"] and all(r["verdict"] == "inconclusive" for r in doc["metrics"])
+    g = tmp_path / "g.yaml"
+    g.write_text("version: 1\nmetrics:\n  accuracy: {min: 0.5}\n")
+    assert run_cli("compare", str(a), str(b), "--guardrails", str(g)).returncode == 3

@@ -684,3 +684,163 @@ def test_cli_compare_traffic_mix(demo_files: tuple[str, str, str],
         per = (df.label == df.prediction).groupby(df.slice).mean()
         assert mixed[side] == pytest.approx(0.8 * per["de"] + 0.1 * per["en"] + 0.1 * per["fr"])
     assert mixed["delta"] < by["accuracy"]["delta"]  # German users see the drop
+
+
+# -- audit fixes (/tmp/audit-compare): gate vs exact test, full-run bounds, id types ------------
+
+def _lost_won(n: int, lost: int, won: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Baseline right on every example but the last ``won``; the candidate loses the first
+    ``lost`` and wins the last ``won``."""
+    label = np.zeros(n, int)
+    b = pd.DataFrame({"example_id": np.arange(n), "label": label, "prediction": label})
+    b.loc[n - won:, "prediction"] = 1
+    c = b.copy()
+    c.loc[:lost - 1, "prediction"] = 1
+    c.loc[n - won:, "prediction"] = 0
+    return (b.assign(correct=b.label == b.prediction), c.assign(correct=c.label == c.prediction))
+
+
+def _exact_p(lost: int, won: int) -> float:
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    return float(mcnemar([[0, lost], [won, 0]], exact=True).pvalue)
+
+
+def test_confirmed_gate_needs_the_exact_test_to_confirm() -> None:
+    """n=1000, 4 lost, 0 won: Tango's interval excludes 0 but exact McNemar p = 0.125."""
+    import aipm_tracking as aipm
+
+    g = {"version": 1, "metrics": {"accuracy": {"max_regression": 0}}}
+    b, c = _lost_won(1000, 4, 0)
+    cmp = aipm.compare(b, c, guardrails=g)
+    r = cmp.metrics[0]
+    assert r.test == "mcnemar-exact" and r.p_value == pytest.approx(_exact_p(4, 0)) == 0.125
+    assert r.ci is not None and r.ci[1] < 0  # the interval alone would block
+    assert r.verdict == "warn" and cmp.exit_code == 0, r.reason
+    assert "exact McNemar test does not confirm" in r.reason and "p=0.125" in r.reason
+    # point and strict are unchanged: they block the same data
+    assert aipm.compare(b, c, guardrails=g, gate="point").metrics[0].verdict == "regression"
+    assert aipm.compare(b, c, guardrails=g, gate="strict").metrics[0].verdict == "regression"
+    # a clearly significant loss still blocks under confirmed
+    b, c = _lost_won(1000, 30, 2)
+    cmp = aipm.compare(b, c, guardrails=g)
+    r = cmp.metrics[0]
+    assert r.p_value == pytest.approx(_exact_p(30, 2)) and r.p_value < 1e-5
+    assert r.verdict == "regression" and cmp.exit_code == 1
+
+
+@pytest.mark.parametrize("lost, won", [(5, 0), (6, 0), (7, 1), (9, 2), (11, 3), (22, 10),
+                                       (25, 10), (8, 0)])
+def test_confirmed_regression_iff_exact_mcnemar_rejects(lost: int, won: int) -> None:
+    b, c = _lost_won(1000, lost, won)
+    base = rec({"accuracy": float(b.correct.mean())}, "b", examples=b)
+    cand = rec({"accuracy": float(c.correct.mean())}, "c", examples=c)
+    r = compare_runs(base, cand, G("metrics:\n  accuracy: {max_regression: 0}\n")).metrics[0]
+    p = _exact_p(lost, won)
+    assert r.p_value == pytest.approx(p)
+    assert r.verdict == ("regression" if p <= 0.05 else "warn"), (p, r.reason)
+
+
+def test_holm_adjusted_p_must_confirm_too() -> None:
+    """p below alpha but not after Holm: not a confirmed regression."""
+    est = DeltaEstimate(0.9, 0.85, -0.05, p_value=0.03, test="mcnemar-exact", n=1000,
+                        ci_fn=lambda level: (-0.08, -0.02))
+    assert judge(RAIL, est, _Ctx("confirmed", 0.95, 0.03, False)).verdict == "regression"
+    r = judge(RAIL, est, _Ctx("confirmed", 0.975, 0.06, False))
+    assert r.verdict == "warn" and "Holm-adjusted 0.06" in r.reason
+    assert judge(RAIL, est, _Ctx("confirmed", 0.975, 0.06, False, alpha=0.1)).verdict \
+        == "regression"
+
+
+def test_min_bound_judges_the_candidates_full_run() -> None:
+    """The candidate adds 60 new examples, all wrong: 0.849 overall, 0.9 on the matched rows."""
+    import aipm_tracking as aipm
+
+    label = np.zeros(1000, int)
+    b = pd.DataFrame({"example_id": range(1000), "label": label, "prediction": label})
+    b.loc[:99, "prediction"] = 1  # baseline accuracy 0.900
+    extra = pd.DataFrame({"example_id": range(1000, 1060), "label": 0, "prediction": 1})
+    c = pd.concat([b, extra], ignore_index=True)
+    full = aipm.evaluate(c).metrics["accuracy"]
+    assert full == pytest.approx(900 / 1060)
+    g = {"version": 1, "metrics": {"accuracy": {"min": 0.88, "max_regression": 0.01}}}
+    for gate in ("confirmed", "point", "strict"):
+        cmp = aipm.compare(b, c, guardrails=g, gate=gate)
+        r = cmp.metrics[0]
+        assert r.verdict == "breach" and cmp.exit_code == 1, (gate, r.reason)
+        assert r.candidate == pytest.approx(full) and r.baseline == pytest.approx(0.9)
+        assert r.delta == pytest.approx(0.0)  # the delta stays on the 1000 matched rows
+        assert "full runs' values" in r.reason and "1000 matched examples" in r.reason
+    d = aipm.compare(b, c, guardrails=g).to_dict()["metrics"][0]
+    assert d["candidate"] == pytest.approx(full)
+
+
+def test_full_rows_show_no_subset_note() -> None:
+    b, c = _lost_won(1000, 30, 2)
+    base = rec({"accuracy": float(b.correct.mean())}, "b", examples=b)
+    cand = rec({"accuracy": float(c.correct.mean())}, "c", examples=c)
+    r = compare_runs(base, cand, G("metrics:\n  accuracy: {min: 0.5}\n")).metrics[0]
+    assert r.verdict == "pass" and "full runs" not in r.reason
+    assert r.candidate == pytest.approx(cand.metric("accuracy"))
+
+
+@pytest.mark.parametrize("ids", ["str", "float"])
+def test_int_ids_against_other_id_types_pair(ids: str) -> None:
+    n = 200
+    lab = np.arange(n) % 3
+    b = pd.DataFrame({"example_id": np.arange(n), "label": lab, "prediction": lab,
+                      "correct": True})
+    c = b.copy()
+    c["example_id"] = [str(i) for i in range(n)] if ids == "str" else np.arange(n) * 1.0
+    c.loc[:9, "prediction"] = 5
+    c["correct"] = c["prediction"] == c["label"]
+    c = c.iloc[::-1].reset_index(drop=True)  # another order: pairing must match on the ids
+    out = changed_examples(b, c)
+    assert sorted(str(r["example_id"]).removesuffix(".0") for r in out) == [
+        str(i) for i in range(10)]
+    base = rec({"accuracy": 1.0}, "b", examples=b)
+    cand = rec({"accuracy": 0.95}, "c", examples=c)
+    cmp = compare_runs(base, cand, G("metrics:\n  accuracy: {min: 0.5}\n"))
+    assert cmp.details["pairing"]["matched"] == n and cmp.metrics[0].test == "mcnemar-exact"
+    assert cmp.metrics[0].verdict == "pass" and len(cmp.details["changed_examples"]) == 10
+
+
+def test_int_ids_against_unrelated_string_ids_are_inconclusive_not_a_crash() -> None:
+    n = 200
+    lab = np.arange(n) % 3
+    b = pd.DataFrame({"example_id": np.arange(n), "label": lab, "prediction": lab,
+                      "correct": True})
+    c = b.assign(example_id=[f"q{i}" for i in range(n)])
+    cmp = compare_runs(rec({"accuracy": 1.0}, examples=b), rec({"accuracy": 1.0}, examples=c),
+                       G("metrics:\n  accuracy: {min: 0.5}\n"))
+    assert verdicts(cmp) == {"accuracy": "inconclusive"} and cmp.exit_code == 3
+    assert cmp.details["changed_examples"] == []
+
+
+def test_without_guardrails_inconclusive_rows_do_not_exit_3() -> None:
+    lab = np.arange(300) % 3
+    b = pd.DataFrame({"example_id": range(300), "label": lab, "prediction": lab,
+                      "correct": True})
+    c = b.assign(example_id=range(5000, 5300))  # disjoint ids: not comparable
+    base, cand = rec({"accuracy": 1.0}, examples=b), rec({"accuracy": 1.0}, examples=c)
+    cmp = compare_runs(base, cand, None, registry=REG)
+    assert verdicts(cmp)["accuracy"] == "inconclusive"
+    assert cmp.exit_code == 0 and cmp.verdict == "pass"
+    assert any("no guardrails" in w and "accuracy" in w for w in cmp.warnings)
+    # the same runs under a guardrails file still fail closed
+    assert compare_runs(base, cand, G("metrics:\n  accuracy: {min: 0.5}\n")).exit_code == 3
+
+
+def test_missing_prediction_column_is_named_not_correct() -> None:
+    import aipm_tracking as aipm
+
+    n = 200
+    lab = np.arange(n) % 3
+    df = pd.DataFrame({"example_id": np.arange(n), "label": lab, "pred": lab,
+                       "confidence": np.linspace(0.1, 0.99, n)})
+    g = {"version": 1, "metrics": {"accuracy": {"min": 0.5}, "brier": {"max": 0.5}}}
+    cmp = aipm.compare(df, df.copy(), guardrails=g)
+    for r in cmp.metrics:
+        assert r.verdict == "inconclusive"
+        assert "column 'prediction' missing in the baseline's" in r.reason, r.reason
+        assert "'correct' missing" not in r.reason and "'brier' missing" not in r.reason

@@ -29,6 +29,7 @@ from aipm_tracking.resample import (
 )
 from aipm_tracking.selective import aurc
 from aipm_tracking.stats import (
+    P_FLOOR,
     bootstrap_p_value,
     holm,
     mcnemar_exact,
@@ -248,6 +249,36 @@ def test_unpaired_bootstrap_and_p_value() -> None:
     assert percentile_interval(d, 0.95) == pytest.approx(tuple(np.quantile(d, [0.025, 0.975])))
     with pytest.raises(ValueError):
         percentile_interval(np.zeros(3), 1.5)
+
+
+def test_bootstrap_p_value_is_never_zero() -> None:
+    """A large effect underflows the normal tail, and a constant shift leaves an sd of pure
+    rounding error: both used to give exactly 0.0; the docstring promises a positive p."""
+    assert P_FLOOR == np.finfo(float).eps
+    big = np.random.default_rng(1).normal(50.0, 1.0, 1000)  # z = 50: norm.sf underflows to 0
+    assert float(2 * sps.norm.sf(abs(big.mean()) / big.std(ddof=1))) == 0.0
+    assert bootstrap_p_value(big) == P_FLOOR
+    shift = 110.01 - np.full(1000, 100.0) + np.random.default_rng(2).normal(0, 1e-13, 1000)
+    assert 0 < shift.std(ddof=1) < 1e-12
+    assert bootstrap_p_value(shift) == P_FLOOR
+    assert bootstrap_p_value(-shift) == P_FLOOR
+    # above the floor the normal tail is untouched
+    assert bootstrap_p_value(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 * sps.norm.sf(2.0))
+
+
+def test_compare_constant_latency_shift_has_positive_p_value() -> None:
+    import pandas as pd
+
+    import aipm_tracking as aipm
+
+    n = 500
+    base = pd.DataFrame({"example_id": np.arange(n), "latency_ms": np.full(n, 100.0)})
+    cand = base.assign(latency_ms=110.01)
+    cmp = aipm.compare(base, cand, guardrails={"version": 1, "metrics": {
+        "latency_ms_mean": {"max_regression": "10%"}}})
+    r = cmp.metrics[0]
+    assert r.test == "bootstrap-paired" and r.p_value is not None
+    assert r.p_value > 0 and r.verdict == "regression"
 
 
 # -- cell-count bootstrap (resample.py) vs a row-level bootstrap -------------------------------

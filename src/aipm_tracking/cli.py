@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -31,6 +32,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "sync": "sync:sync_cmd",
     "report": "report:report_cmd",
 }
+
+#: Exit status of an unexpected exception (a bug in aipm or a plugin): not 1, which
+#: ``aipm compare`` reserves for a blocking regression (DESIGN §6, §11).
+INTERNAL_ERROR = 4
 
 
 class LazyGroup(click.Group):
@@ -104,7 +109,8 @@ def cli(ctx: click.Context, store: str | None, mlflow_uri: str | None, quiet: bo
       aipm log eval.parquet --model bot --model-version 2 --guardrails g.yaml
       aipm compare BASELINE CANDIDATE --guardrails g.yaml
 
-    Exit codes of 'compare': 0 pass, 1 blocking regression, 2 usage error, 3 inconclusive.
+    Exit codes of 'compare': 0 pass, 1 blocking regression, 2 usage error, 3 inconclusive,
+    4 internal error (a bug; AIPM_DEBUG=1 shows the traceback).
     """
     from .context import CliState
 
@@ -122,7 +128,9 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: AipmError -> one line on stderr + its exit code."""
+    """Console-script entry point: AipmError -> one line on stderr + its exit code; any other
+    exception (a bug) -> one line and exit :data:`INTERNAL_ERROR` (with ``AIPM_DEBUG`` set,
+    the traceback), so CI never reads a crash as exit 1, a blocking regression."""
     from .errors import AipmError
 
     warnings.showwarning = _show_warning
@@ -147,4 +155,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"aipm: error: {e}", err=True)
         sys.exit(2)
+    except Exception as e:  # a bug, not a verdict: never exit 1 (a blocking regression)
+        if debug:
+            traceback.print_exc()
+        else:
+            msg = " ".join(str(e).split())  # one line
+            click.echo(f"aipm: internal error: {type(e).__name__}: {msg} "
+                       "(set AIPM_DEBUG=1 for the traceback)", err=True)
+        sys.exit(INTERNAL_ERROR)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -12,10 +12,17 @@ units; positive is worse):
 * ``inconclusive``: the metric is missing on either run, or the estimator says the runs are not
   comparable on it (too few matched examples, different eval sets).
 * ``breach``: the candidate's value is below ``min`` or above ``max`` (point value; ties pass).
+  That is the candidate run's own (full-run) value: when the runs are paired on a matched
+  subset of their examples, the delta and its interval are computed on the matched rows, but
+  the bounds judge the whole candidate, and the row shows each run's own value (the reason
+  then gives the matched-row values behind the delta).
 * ``regression``: the worsening exceeds ``max_regression`` (absolute, or relative to
   |baseline|; with a zero baseline a relative margin allows no worsening at all). Under the
   ``confirmed`` gate the interval of the delta at the Holm-adjusted level must also lie
-  wholly beyond the margin, else the row is ``warn`` ("not significant (p=…)"); under
+  wholly beyond the margin and, where the row has a p-value, the Holm-adjusted p-value must
+  be at or below alpha (the interval and the test can disagree: Tango's interval inverts the
+  uncorrected score test, the p-value is exact McNemar); otherwise the row is ``warn``
+  ("not significant (p=…)"); under
   ``strict`` any row whose interval reaches beyond the margin is a regression
   (non-inferiority not shown); under ``point`` point estimates decide. Rows with point
   estimates only (summary-only runs) are decided on points under every gate.
@@ -37,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .estimate import DeltaEstimate, PairingInfo, estimate_deltas
+from .estimate import DeltaEstimate, PairingInfo, comparable_ids, estimate_deltas
 from .guardrails import Guardrail, Guardrails, Margin, load_guardrails
 from .metrics import slice_metric_name, split_slice
 from .schema import Comparison, MetricComparison, RunRecord, RunSummary
@@ -94,8 +101,14 @@ def holm_levels(p_values: Sequence[float], alpha: float) -> tuple[list[float], l
 class _Ctx:
     gate: str
     level: float | None  # confidence level for this row's interval (None: not tested)
-    p_adj: float | None
+    p_adj: float | None  # Holm-adjusted p-value (None: not adjusted; the row's own p decides)
     auto: bool  # no guardrails file: informative rows only
+    alpha: float = 0.05
+    #: The runs' own (full-run) values of the metric, when known: ``min``/``max`` are bounds
+    #: on the candidate as a whole, and the row shows these values. The estimate's values
+    #: may cover only the matched rows, on which the delta and its interval are computed.
+    full_baseline: float | None = None
+    full_candidate: float | None = None
 
 
 def _missing(rail: Guardrail, est: DeltaEstimate | None, threshold: str) -> MetricComparison | None:
@@ -114,7 +127,10 @@ def _missing(rail: Guardrail, est: DeltaEstimate | None, threshold: str) -> Metr
 
 
 def _row(rail: Guardrail, est: DeltaEstimate | None, ci: tuple[float, float] | None,
-         p: float | None, verdict: str, reason: str, threshold: str) -> MetricComparison:
+         p: float | None, verdict: str, reason: str, threshold: str,
+         shown: tuple[float, float] | None = None) -> MetricComparison:
+    """The row; ``shown``: the (baseline, candidate) values to display when they are not the
+    estimate's (the full runs' values, while ``delta`` stays on the matched rows)."""
     b = est.baseline if est is not None and _finite(est.baseline) else None
     c = est.candidate if est is not None and _finite(est.candidate) else None
     delta = None
@@ -123,6 +139,8 @@ def _row(rail: Guardrail, est: DeltaEstimate | None, ci: tuple[float, float] | N
     elif b is not None and c is not None:
         delta = c - b
     delta_rel = delta / abs(b) if delta is not None and b not in (None, 0) else None  # type: ignore[arg-type]
+    if shown is not None:
+        b, c = shown
     return MetricComparison(
         metric=rail.metric, direction=rail.direction, baseline=b, candidate=c, delta=delta,
         delta_rel=delta_rel, ci=ci, p_value=p, test=None if est is None else est.test,
@@ -137,7 +155,11 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
     if missing is not None:
         return missing
     assert est is not None and est.baseline is not None and est.candidate is not None
-    b, c = float(est.baseline), float(est.candidate)
+    b, c = float(est.baseline), float(est.candidate)  # on the rows the delta compares
+    # the runs' own values: what the row shows and what the absolute bounds judge
+    fb = float(ctx.full_baseline) if _finite(ctx.full_baseline) else b  # type: ignore[arg-type]
+    fc = float(ctx.full_candidate) if _finite(ctx.full_candidate) else c  # type: ignore[arg-type]
+    subset = abs(fb - b) > _tol(fb, b) or abs(fc - c) > _tol(fc, c)
     delta = float(est.delta) if est.delta is not None and _finite(est.delta) else c - b
     sign = 1.0 if rail.direction == "higher" else -1.0
     worse = -sign * delta
@@ -149,18 +171,25 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
         notes.append("point estimates only" + (f": {est.reason}" if est.reason else ""))
     p_txt = "" if p is None else f"p={p:.3g}" + ("" if ctx.p_adj is None or ctx.p_adj == p
                                                  else f", Holm-adjusted {ctx.p_adj:.3g}")
+    # the test behind p, Holm-adjusted when it took part in Holm's correction
+    p_test = None if p is None else (ctx.p_adj if _finite(ctx.p_adj) else p)
+    p_test_txt = "" if p_test is None else (
+        f"{'Holm-adjusted ' if p_test != p else ''}p={p_test:.3g} > alpha {ctx.alpha:g}")
     verdict, reason = "pass", ""
 
-    # 1. absolute bounds on the candidate
-    bound = rail.breached_bound(c)
+    # 1. absolute bounds on the candidate (the whole run, not only the matched rows)
+    bound = rail.breached_bound(fc)
     if bound is not None:
-        verdict, reason = "breach", f"{_g(c)} is {bound}"
+        verdict, reason = "breach", f"{_g(fc)} is {bound}"
+        if subset:
+            reason += " (the candidate's full-run value)"
 
     # 2. allowed regression against the baseline
     margin = rail.max_regression
     if verdict == "pass" and margin is not None:
         verdict, reason = _regression(margin, b, c, worse, sign, ci if use_ci else None,
-                                      ctx, p_txt, notes)
+                                      ctx, p_txt, notes, p_test, p_test_txt,
+                                      _test_name(est.test))
 
     # 3. improvement
     if verdict == "pass":
@@ -181,14 +210,30 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
 
     if verdict in ("breach", "regression") and rail.severity == "warn":
         verdict, reason = "warn", f"severity warn: {reason}"
+    if subset:
+        rows = (f"the {est.n} matched examples" if est.n and est.test in _PAIRED_TESTS
+                else "the rows compared")
+        notes.append(f"baseline/candidate are the full runs' values; the delta is on {rows} "
+                     f"(baseline {_g(b)}, candidate {_g(c)} there)")
     if notes:
         reason = f"{reason}; {'; '.join(notes)}" if reason else "; ".join(notes)
-    return _row(rail, est, ci, p, verdict, reason, threshold)
+    return _row(rail, est, ci, p, verdict, reason, threshold, (fb, fc) if subset else None)
+
+
+_PAIRED_TESTS = ("mcnemar-exact", "bootstrap-paired")
+
+
+def _test_name(test: str) -> str:
+    return {"mcnemar-exact": "the exact McNemar test",
+            "bootstrap-paired": "the paired bootstrap test",
+            "bootstrap-unpaired": "the bootstrap test",
+            "wilson-unpaired": "the two-proportion z-test"}.get(test, "the test")
 
 
 def _regression(margin: Margin, b: float, c: float, worse: float, sign: float,
                 ci: tuple[float, float] | None, ctx: _Ctx, p_txt: str,
-                notes: list[str]) -> tuple[str, str]:
+                notes: list[str], p_test: float | None = None, p_test_txt: str = "",
+                test_name: str = "the test") -> tuple[str, str]:
     allowed = margin.allowed(b)
     tol = _tol(b, c, allowed)
     if margin.relative and b == 0:
@@ -208,6 +253,14 @@ def _regression(margin: Margin, b: float, c: float, worse: float, sign: float,
     if not over:
         return "pass", ""
     if w_lo > allowed + tol:
+        # confirmed: the interval and the test behind p_value must agree. They can differ
+        # (Tango's interval inverts the uncorrected score test, p is the exact McNemar
+        # test), and with few discordant pairs the interval alone would block on data
+        # that the reported p-value calls not significant.
+        if p_test is not None and p_test > ctx.alpha:
+            return "warn", (f"not significant ({p_txt}): {what}; the {ci_txt} lies beyond "
+                            f"the margin, but {test_name} does not confirm it "
+                            f"({p_test_txt})")
         return "regression", f"{what}; {ci_txt} lies beyond the margin" + (
             f" ({p_txt})" if p_txt else "")
     return "warn", (f"not significant ({p_txt or 'no p-value'}): {what}, but the {ci_txt} "
@@ -354,9 +407,18 @@ def compare_runs(baseline: RunRecord, candidate: RunRecord,
         e = ests.get(r.metric)
         untested = (None, None) if e is None or e.ci_fn is None else (1.0 - alpha, None)
         level, pa = by_metric.get(r.metric, untested)  # an interval without a p-value: 1-alpha
-        rows.append(judge(r, ests.get(r.metric), _Ctx(gate, level, pa, g is None)))
+        full = ((None, None) if e is None or e.test == "psi"
+                else (base.metric(r.metric), cand.metric(r.metric)))
+        rows.append(judge(r, e, _Ctx(gate, level, pa, g is None, alpha, *full)))
     missing = [row.metric for row in rows if row.verdict == "inconclusive"]
-    if missing and allow_missing:
+    if missing and g is None:
+        # No guardrails file: every row is informative, nothing is guardrailed, so rows the
+        # runs cannot be compared on do not fail the comparison (exit 3 is for a guardrailed
+        # metric, DESIGN §6); Comparison reads allow_missing for that.
+        allow_missing = True
+        warnings.append("no guardrails: not comparable, shown for information: "
+                        + ", ".join(missing))
+    elif missing and allow_missing:
         warnings.append("--allow-missing: not judged (inconclusive): " + ", ".join(missing))
     return Comparison(
         baseline=RunSummary.of(baseline), candidate=RunSummary.of(candidate), metrics=rows,
@@ -410,6 +472,10 @@ def changed_examples(base: pd.DataFrame, cand: pd.DataFrame,
     cols_c = [c for c in ("example_id", "prediction", "correct") if c in cand.columns]
     b = base[cols_b].drop_duplicates("example_id")
     c = cand[cols_c].drop_duplicates("example_id")
+    ids_b, ids_c = comparable_ids(b["example_id"], c["example_id"])  # 7 against "7"
+    if ids_b is not b["example_id"]:
+        b = b.assign(example_id=ids_b)
+        c = c.assign(example_id=ids_c)
     m = b.merge(c, on="example_id", how="inner", suffixes=("_b", "_c"), sort=False)
     changed = m[m["correct_b"].astype(bool) != m["correct_c"].astype(bool)].head(limit)
     out = []

@@ -9,7 +9,8 @@ How each metric is estimated (``candidate - baseline``, in the metric's own unit
 
 * **Pairing.** When both runs carry per-example tables with ``example_id``, rows are aligned on
   it (positionally when both tables list the same ids in the same order, else by hashing the
-  ids). The runs are *not comparable* (every per-example metric ``inconclusive``, with the
+  ids; numeric ids on one side and text ids on the other are compared as strings,
+  :func:`comparable_ids`). The runs are *not comparable* (every per-example metric ``inconclusive``, with the
   reason) when fewer than ``min_matched`` ids match, when fewer than 90% of either run's
   examples match (:data:`MIN_MATCH_FRACTION`), when ids repeat, or when labels differ on more
   than 1% of the matched examples (:data:`MAX_LABEL_MISMATCH`). Otherwise paired values are
@@ -158,11 +159,38 @@ def _id_keys(a: np.ndarray) -> np.ndarray:
     return np.asarray(pd.util.hash_array(a.astype(object), categorize=False))
 
 
+def _is_numeric_ids(ids: pd.Series) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(ids.dtype) or pd.api.types.is_bool_dtype(ids.dtype))
+
+
+def comparable_ids(ids_b: pd.Series, ids_c: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The two runs' ``example_id`` columns, ready to be matched against each other.
+
+    When one side's ids are numbers and the other's are not (``0, 1, ...`` read from a
+    parquet file against ``"0", "1", ...`` read from JSONL), both are compared as strings,
+    so ``7`` matches ``"7"``; integer ids against float ids are both compared as floats;
+    otherwise they are returned unchanged. Every place that pairs
+    rows by id (the alignment here, ``comparator.changed_examples``) goes through this.
+    """
+    import pandas as pd
+
+    num_b, num_c = _is_numeric_ids(ids_b), _is_numeric_ids(ids_c)
+    if num_b != num_c:
+        return ids_b.astype(str).astype(object), ids_c.astype(str).astype(object)
+    if num_b and (pd.api.types.is_float_dtype(ids_b.dtype)
+                  != pd.api.types.is_float_dtype(ids_c.dtype)):  # 7 matches 7.0
+        return ids_b.astype(np.float64), ids_c.astype(np.float64)
+    return ids_b, ids_c
+
+
 def _match_ids(ids_b: pd.Series, ids_c: pd.Series) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Row indices ``(ib, ic)`` of matching ids, or ``(None, None)`` when the two id columns
     are identical (positional pairing). Raises _NotComparable on duplicate ids."""
     import pandas as pd
 
+    ids_b, ids_c = comparable_ids(ids_b, ids_c)
     if len(ids_b) == len(ids_c) and ids_b.dtype == ids_c.dtype and ids_b.reset_index(
             drop=True).equals(ids_c.reset_index(drop=True)):
         return None, None

@@ -72,8 +72,7 @@ def _columns(sides: _Sides, family: str, col: str, mask_b: np.ndarray | None,
         for nm in names:
             a = sides.col(side, nm)
             if a is None:
-                who = "baseline" if side == "b" else "candidate"
-                return f"column '{nm}' missing in the {who}'s per-example table"
+                return _missing_column(sides, side, nm)
             out[i].append(a)
     paired = sides.mode == "paired"
     nullable = family == "rate" and col == "overridden"
@@ -94,6 +93,32 @@ def _columns(sides: _Sides, family: str, col: str, mask_b: np.ndarray | None,
         keep = [both, both]
     sel = [out[i] if bool(keep[i].all()) else [a[keep[i]] for a in out[i]] for i in (0, 1)]
     return (sel[0], sel[1], note)
+
+
+#: Columns derived from the user's columns (evaluate / ``_Sides.col``) -> what they need.
+_DERIVED = {"correct": ("label", "prediction"), "brier": ("label", "prediction", "confidence"),
+            "fallback": ("confidence",)}
+
+
+def _missing_column(sides: _Sides, side: str, col: str) -> str:
+    """Why column ``col`` is unavailable, named by the columns a user writes (``label``,
+    ``prediction``, ``confidence``), not by a derived one such as ``correct``."""
+    who = "baseline" if side == "b" else "candidate"
+    df = sides.base.examples if side == "b" else sides.cand.examples
+    have = set() if df is None else {str(c) for c in df.columns}
+    needs = _DERIVED.get(col)
+    if needs is None:
+        return f"column '{col}' missing in the {who}'s per-example table"
+    if col == "brier" and "correct" in have:
+        needs = ("confidence",)
+    lacking = [c for c in needs if c not in have] or list(needs)
+    names = " and ".join(f"'{c}'" for c in lacking)
+    why = {"correct": "correctness needs 'label' and 'prediction', or a 'correct' column",
+           "brier": "the Brier score needs 'confidence' and correctness ('label' and "
+                    "'prediction', or 'correct')",
+           "fallback": "fallback needs a 'fallback' column or 'confidence'"}[col]
+    return (f"column{'s' if len(lacking) > 1 else ''} {names} missing in the {who}'s "
+            f"per-example table ({why}; rename columns with --map or column_map)")
 
 
 # -- families --------------------------------------------------------------------------------

@@ -167,6 +167,10 @@ def tango_interval(n10: float, n01: float, n: float, level: float = 0.95) -> tup
 
 #: Fewer resamples than this in a tail: the interval/p-value extend with a normal tail.
 MIN_TAIL = 5
+#: The smallest bootstrap p-value reported: double precision's epsilon (R's ``format.pval``
+#: prints anything smaller as ``< 2.2e-16``). Below it a normal-tail p-value is numerical
+#: noise (it underflows to 0, or comes from a resample sd that is only rounding error).
+P_FLOOR = float(np.finfo(np.float64).eps)
 
 
 def percentile_interval(deltas: np.ndarray, level: float) -> tuple[float, float]:
@@ -199,7 +203,10 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
     of 0 (``k = 0``), the p-value is the smaller of that and the normal tail
     ``2 * Phi(-|mean| / sd)`` of the resamples, matching :func:`percentile_interval`'s normal
     extension, so a clear difference is not stuck at ``2 / (R + 1)`` (which Holm across many
-    guardrails could never reject). All resamples exactly 0 give 1.0.
+    guardrails could never reject). That tail is floored at :data:`P_FLOOR` (about 2.2e-16),
+    so the p-value is never 0: it would otherwise underflow to 0 for a large effect, or when
+    the resamples differ only by rounding error (a constant shift). All resamples exactly 0
+    give 1.0; no finite resamples give NaN.
     """
     d = np.asarray(deltas, dtype=float)
     d = d[np.isfinite(d)]
@@ -213,7 +220,7 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
 
         sd = float(d.std(ddof=1))
         if sd > 0:
-            p = min(p, float(2.0 * norm.sf(abs(float(d.mean())) / sd)))
+            p = min(p, max(P_FLOOR, float(2.0 * norm.sf(abs(float(d.mean())) / sd))))
     return p
 
 
