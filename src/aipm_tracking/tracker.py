@@ -248,8 +248,12 @@ class Tracker:
         self._io_lock = threading.Lock()  # backend calls and the delivery state
         self._wake = threading.Event()  # spooler
         self._send_wake = threading.Event()  # sender
-        self._outbox: deque[tuple[list[MetricPoint] | None, int, int]] = deque()
+        # (points or None, start, end, spool generation): offsets restart when the spool
+        # is compacted, so a batch from before a compaction (delivered: compaction needs
+        # everything acknowledged) is told apart by its generation and skipped
+        self._outbox: deque[tuple[list[MetricPoint] | None, int, int, int]] = deque()
         self._outbox_pts = 0
+        self._gen = 0
         self._stop = False
         self._send_stop = False
         self._replay_on_start = replay_on_start
@@ -480,7 +484,7 @@ class Tracker:
             if pts:
                 start, end = spool.append_points(pts)
                 keep = self._outbox_pts < _OUTBOX_MAX_POINTS
-                self._outbox.append((pts if keep else None, start, end))
+                self._outbox.append((pts if keep else None, start, end, self._gen))
                 if keep:
                     self._outbox_pts += len(pts)
             spool.sync(force=wait)
@@ -521,11 +525,13 @@ class Tracker:
                               stacklevel=2)
         box = self._outbox
         batches = []
+        acked = self._spool.state.acked
         while box:
-            b = box.popleft()
-            batches.append(b)
-            if b[0] is not None:
-                self._outbox_pts -= len(b[0])
+            b_pts, b_start, b_end, gen = box.popleft()
+            if b_pts is not None:
+                self._outbox_pts -= len(b_pts)
+            if gen == self._gen and b_end > acked:  # else delivered already (backlog)
+                batches.append((b_pts, b_start, b_end))
         self._deliver(batches, force=force)
 
     def _drain(self, wait: bool) -> list[MetricPoint]:
@@ -621,7 +627,9 @@ class Tracker:
 
     def _compact_or_save(self) -> None:
         with self._spool_lock:  # no append may land between the check and the swap
-            if not self._spool.compact(self._spool_max):
+            if self._spool.compact(self._spool_max):
+                self._gen += 1
+            else:
                 self._spool.save_state()
 
     def _start_run(self) -> None:
