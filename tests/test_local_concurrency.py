@@ -128,3 +128,32 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     for s in streams:
         assert [p.step for p in b.read_history(s)] == list(range(BATCHES * POINTS_PER_BATCH))
     b.close()
+
+
+def _create(db: str, barrier: Any, q: Any) -> None:
+    from aipm_tracking.backends import local_db
+
+    try:
+        barrier.wait(timeout=60)
+        local_db.connect(Path(db)).close()
+        q.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        q.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a brand-new database to WAL answers 'database is locked' at once (no busy
+    wait) when another process is doing the same: connect must wait, not fail."""
+    ctx = mp.get_context("spawn")
+    results: list[str] = []
+    for round_ in range(12):
+        db = str(tmp_path / f"r{round_}" / "aipm.db")
+        Path(db).parent.mkdir()
+        barrier, q = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_create, args=(db, barrier, q)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        results += [q.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+    assert results == ["ok"] * 48, [r for r in results if r != "ok"]

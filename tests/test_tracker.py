@@ -547,3 +547,27 @@ def test_a_forked_child_neither_logs_nor_finishes_the_parents_run(store: Path,
     ref = lines["REF"]
     assert series(store, ref) == {"loss": [(0, 1.0), (1, 2.0)]}
     assert local(store).read_run(ref).status == "finished"
+
+
+def test_a_batch_from_before_a_compaction_is_never_sent_again(
+        store: Path, tmp_path: Path, flaky: type[Flaky]) -> None:
+    """Offsets restart when the spool compacts. A batch still queued from before (here:
+    delivered from the spool backlog, then compacted) must not be sent again against the
+    new file: that would duplicate its points and push the acknowledged offset past the end
+    of the new file."""
+    with aipm.Tracker(to="flaky", flush_every_s=3600, flush_every_n=10**9, spool_max_bytes=1,
+                      spool_dir=tmp_path / "sp", replay_on_start=False) as tr:
+        for i in range(10):
+            tr.log(step=i, loss=i * 0.5)
+        tr._spool_once(wait=False)  # batch A queued for the sender
+        with tr._io_lock:
+            tr._deliver([], force=True)  # the backlog path delivers A and compacts
+        assert tr._gen == 1 and flaky.calls == 1
+        with tr._io_lock:
+            tr._send_pending(force=True)  # A, still queued: skipped
+        assert flaky.calls == 1
+        assert tr._spool.state.acked == tr._spool.offset  # within the new file
+        for i in range(10, 20):
+            tr.log(step=i, loss=i * 0.5)
+    assert flaky.calls == 2  # batch B, once
+    assert series(store, tr.ref) == {"loss": [(i, i * 0.5) for i in range(20)]}

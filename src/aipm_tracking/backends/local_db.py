@@ -114,16 +114,26 @@ def connect(db_path: Path) -> sqlite3.Connection:
                                check_same_thread=False)
     except sqlite3.Error as e:
         raise store_error(e, db_path) from None
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode: no corruption
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn)
-    except sqlite3.Error as e:
-        conn.close()
-        raise store_error(e, db_path) from None
-    return conn
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode: no corruption
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+            return conn
+        except sqlite3.OperationalError as e:
+            # two processes creating the store at once: switching a new database to WAL
+            # answers "database is locked" at once, without SQLite's busy wait: wait here
+            if "locked" in str(e).lower() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            conn.close()
+            raise store_error(e, db_path) from None
+        except sqlite3.Error as e:
+            conn.close()
+            raise store_error(e, db_path) from None
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
