@@ -349,6 +349,36 @@ def test_inflight_dedup_against_real_mlflow_store(tmp_path: Path) -> None:
     assert steps == list(range(30))
 
 
+def test_sync_mlflow_uri_redirects_a_spool_from_a_moved_server(tmp_path: Path) -> None:
+    """The spool recorded a server that is gone; ``aipm sync --mlflow-uri`` sends it to the
+    one given (a real MLflow SQLite store), and the recorded URI is never tried."""
+    pytest.importorskip("aipm_mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from aipm_tracking.cli import cli
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rec = RunRecord(run_id="spoolrun1", name="moved", model=ModelInfo("m"))
+    hdr = {"backend": {"scheme": "mlflow", "target": "moved-exp", "store": None,
+                       "mlflow_uri": "http://127.0.0.1:9/"}, "record": rec.to_dict()}
+    w = SpoolWriter(tmp_path / "sp", "spoolrun1", hdr)
+    for b in batches(2):
+        w.append_points(b)
+    w.close()
+    t = time.monotonic()
+    out = CliRunner().invoke(cli, ["sync", "--spool-dir", str(tmp_path / "sp"),
+                                   "--mlflow-uri", uri, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert time.monotonic() - t < 60  # no retries against the dead server
+    (res,) = json.loads(out.stdout)["results"]  # (MLflow logs its set-up on stderr)
+    assert res["status"] == "synced" and res["points"] == 20 and res["run_status"] == "killed"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = res["ref"].split(":", 1)[1]
+    hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+    assert hist == [(s, s * 0.25) for s in range(20)]
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
 @pytest.mark.skipif(os.name != "posix", reason="spool locks are POSIX flock")
 def test_sync_never_takes_a_spool_compacted_under_it(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -403,8 +403,10 @@ def _lock(path: Path) -> tuple[int | None, str]:
     return fd, ""
 
 
-def backend_for(header: dict[str, Any], options: BackendOptions | None = None) -> Backend:
-    """The backend a spool's header names; ``options`` fill what the header leaves out."""
+def backend_for(header: dict[str, Any], options: BackendOptions | None = None, *,
+                mlflow_uri: str | None = None) -> Backend:
+    """The backend a spool's header names; ``options`` fill what the header leaves out;
+    ``mlflow_uri`` (``aipm sync --mlflow-uri``) replaces the recorded one (a moved server)."""
     from .backends.base import BackendOptions
     from .plugins import get_backend
 
@@ -413,13 +415,14 @@ def backend_for(header: dict[str, Any], options: BackendOptions | None = None) -
     if not isinstance(scheme, str) or not scheme:
         raise StoreError("spool header names no backend scheme")
     opts = BackendOptions(store=b.get("store") or (options.store if options else None),
-                          mlflow_uri=b.get("mlflow_uri") or (options.mlflow_uri if options
-                                                             else None))
+                          mlflow_uri=mlflow_uri or b.get("mlflow_uri")
+                          or (options.mlflow_uri if options else None))
     return get_backend(scheme, opts)
 
 
 def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None = None,
-                 backend: Backend | None = None, keep: bool = False) -> SyncResult:
+                 backend: Backend | None = None, keep: bool = False,
+                 mlflow_uri: str | None = None) -> SyncResult:
     """Deliver what a dead Tracker spooled: start the run if it never started, send the
     unacknowledged points, record the final status (``killed`` when the Tracker never
     finished). Idempotent: running it twice sends nothing the second time. A spool held
@@ -447,7 +450,7 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
                 if rec.get("t") == "finish":
                     finish = rec
             res.torn, res.corrupt = reader.torn, reader.corrupt
-            be = backend or backend_for(header, options)
+            be = backend or backend_for(header, options, mlflow_uri=mlflow_uri)
             if state.ref is None:
                 start_rec = RunRecord.from_dict(header["record"])
                 state.ref = be.start_run(start_rec, (header.get("backend") or {}).get("target"))
@@ -489,14 +492,15 @@ def list_spools(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def replay_all(directory: str | os.PathLike[str], *, options: BackendOptions | None = None,
-               keep: bool = False, exclude: Sequence[Path] = ()) -> list[SyncResult]:
+               keep: bool = False, exclude: Sequence[Path] = (),
+               mlflow_uri: str | None = None) -> list[SyncResult]:
     """:func:`replay_spool` for every spool in ``directory`` (``exclude``: paths to skip)."""
     out: list[SyncResult] = []
     skip = {Path(x).resolve() for x in exclude}
     for p in list_spools(directory):
         if p.resolve() in skip:
             continue
-        out.append(replay_spool(p, options=options, keep=keep))
+        out.append(replay_spool(p, options=options, keep=keep, mlflow_uri=mlflow_uri))
     return out
 
 
