@@ -353,3 +353,21 @@ def test_cli_thresholds_drop_bad_rows(tmp_path: Path) -> None:
                                clean["confidence"].to_numpy(), 0.3, 0.05).to_dict()
     assert got["threshold"] == pytest.approx(want["threshold"])
     assert got["n_answered"] == want["n_answered"]
+
+
+def test_label_without_prediction_warns_and_still_measures_the_rest() -> None:
+    import warnings
+
+    from aipm_tracking.errors import AipmWarning
+
+    df = pd.DataFrame({"label": [1, 0, 1], "pred": [1, 1, 1], "latency_ms": [10.0, 20.0, 30.0]})
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = evaluate(df)
+    msgs = [str(x.message) for x in w if issubclass(x.category, AipmWarning)]
+    assert len(msgs) == 1 and "column 'label' without 'prediction'" in msgs[0]
+    assert "accuracy" not in res.metrics
+    assert res.metrics["latency_ms_mean"] == pytest.approx(np.mean([10.0, 20.0, 30.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both columns: no warning
+        evaluate(df.rename(columns={"pred": "prediction"}))

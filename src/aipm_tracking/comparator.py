@@ -167,7 +167,7 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
     p = est.p_value if _finite(est.p_value) else None
     use_ci = ci is not None and ctx.gate != "point"
     notes: list[str] = []
-    if ci is None and ctx.gate != "point":
+    if ci is None and (ctx.gate != "point" or est.test == "point"):  # §6: say so, any gate
         notes.append("point estimates only" + (f": {est.reason}" if est.reason else ""))
     p_txt = "" if p is None else f"p={p:.3g}" + ("" if ctx.p_adj is None or ctx.p_adj == p
                                                  else f", Holm-adjusted {ctx.p_adj:.3g}")

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import tables
 from .accumulate import FINE_BINS, EvalAccumulator
-from .errors import DataError, UsageError
+from .errors import AipmWarning, DataError, UsageError
 from .pricing import Pricing
 from .schema import DataIssue, EvalResult, MetricValue
 from .selective import aurc, recommend_from_groups, recommend_threshold
@@ -332,7 +332,16 @@ def _usable(columns: Iterable[str], src: str, pricing: Pricing | None) -> None:
     other = has & {"confidence", "latency_ms", "cost_usd", "overridden", "fallback"}
     if pricing is not None:
         other |= has & _TOKENS
-    if {"label", "prediction"} <= has or other:
+    if {"label", "prediction"} <= has:
+        return
+    if other:
+        for a, b in (("label", "prediction"), ("prediction", "label")):
+            if a in has:  # most likely a column named otherwise: say what is not measured
+                import warnings
+
+                warnings.warn(f"{src}: column '{a}' without '{b}': no accuracy, calibration "
+                              f"or AURC (rename a column with --map or column_map)",
+                              AipmWarning, stacklevel=4)
         return
     for a, b in (("label", "prediction"), ("prediction", "label")):
         if a in has:
