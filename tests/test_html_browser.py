@@ -260,3 +260,35 @@ def test_xss_payloads_do_not_execute(page: Page, tmp_path: Path, payload: str) -
     legend = page.eval("document.querySelector('#plot-reliability g.legend').textContent")
     assert payload[:10] in legend
     assert page.errors() == []
+
+
+def test_long_trend_axis_labels_do_not_overlap_or_clip(page: Page, tmp_path: Path) -> None:
+    """200 versions and a 4.9e11 outlier: in a real layout engine, the x labels of each plot
+    do not overlap, and every y label lies inside the plot's box (nothing clipped)."""
+    from aipm_tracking.report.trend import Trend, TrendMetric, render_trend_html
+
+    versions = [f"v{i}" for i in range(1, 201)]
+    lat: list[float | None] = [400.0 + i for i in range(200)]
+    lat[100] = 4.9e11
+    acc: list[float | None] = [0.6 + i / 1000 for i in range(200)]
+    t = Trend("big", versions, versions, [
+        TrendMetric("accuracy", "higher", acc, [("min", 0.8)], "min 0.8"),
+        TrendMetric("latency_ms_p95", "lower", lat, [("max", 800.0)], "max 800")])
+    f = tmp_path / "trend.html"
+    f.write_text(render_trend_html(t), encoding="utf-8")
+    page.open(f)
+    assert page.errors() == []
+    boxes = page.eval("""Array.from(document.querySelectorAll('svg.plot')).map(svg => {
+        const b = (sel) => Array.from(svg.querySelectorAll(sel)).map(e => {
+            const r = e.getBBox(); return [r.x, r.width, e.textContent]; });
+        return {x: b('text.tick[text-anchor=middle]'), y: b('text.tick[text-anchor=end]')};
+    })""")
+    assert len(boxes) == 2
+    for plot in boxes:
+        xs = sorted(plot["x"])
+        assert 2 <= len(xs) <= 12 and xs[0][2] == "v1" and xs[-1][2] == "v200"
+        for (x0, w0, _), (x1, _, _) in zip(xs, xs[1:], strict=False):
+            assert x0 + w0 < x1, xs  # no overlap
+        assert plot["y"] and all(x >= 0 for x, _, _ in plot["y"]), plot["y"]  # not clipped
+    banner = page.eval("document.getElementById('verdict').getBoundingClientRect().height")
+    assert banner < 150  # the 200 versions are not all listed

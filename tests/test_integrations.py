@@ -65,6 +65,7 @@ def test_transformers_trainer_callback(store: Path, tmp_path: Path) -> None:
                                    eval_dataset=data[:8], callbacks=[cb])
     trainer.train()
     assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()  # the run stays open after train() (a later evaluate() logs into it)
     got = history(store, cb.tracker.ref)
     # the Trainer's own log history is the independent record
     want_loss = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
@@ -120,6 +121,7 @@ def test_lightning_callback(store: Path, tmp_path: Path) -> None:
                          default_root_dir=str(tmp_path))
     trainer.fit(Tiny(), dl, dl)
     assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
     got = history(store, cb.tracker.ref)
     assert [s for s, _ in got["loss"]] == list(range(1, 7))  # global_step after each batch
     assert [v for _, v in got["loss"]] == pytest.approx(seen)
@@ -157,6 +159,7 @@ def test_lightning_failure_is_recorded(store: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="diverged"):
         trainer.fit(Boom(), torch.utils.data.DataLoader(ds, batch_size=4))
     assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()  # Lightning reported the exception: failed
     rec = LocalBackend(BackendOptions(store=str(store))).read_run(cb.tracker.ref)
     assert rec.status == "failed"
     assert [s for s, _ in history(store, cb.tracker.ref)["loss"]] == [1, 2]
@@ -185,6 +188,7 @@ def test_keras_callback(store: Path, tmp_path: Path) -> None:
     hist = model.fit(x, y, batch_size=10, epochs=2, validation_data=(x[:10], y[:10]),
                      callbacks=[cb, probe], verbose=0)
     assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
     got = history(store, cb.tracker.ref)
     assert [s for s, _ in got["loss"]] == list(range(8))  # 4 batches x 2 epochs
     assert [v for _, v in got["loss"]] == pytest.approx(batch_logs)
@@ -209,3 +213,241 @@ def test_example_train_torch(store: Path, tmp_path: Path) -> None:
     rec = LocalBackend(BackendOptions(store=str(store))).read_run(ref)
     assert rec.status == "finished" and rec.metric("accuracy") is not None
     assert rec.examples is not None
+
+
+# -- runs stay open after training; a training that raised is "failed" ---------------------
+def _script(tmp_path: Path, store: Path, body: str) -> str:
+    """Run ``body`` in a fresh interpreter (so the atexit hooks really run); its last stdout
+    line is the run's ref."""
+    import textwrap
+
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(body))
+    env = {**os.environ, "AIPM_STORE": str(store), "KERAS_BACKEND": "torch",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _read(store: Path, ref: str):  # noqa: ANN202
+    return LocalBackend(BackendOptions(store=str(store))).read_run(ref)
+
+
+def test_owner_marks_an_unfinished_training_failed_at_exit(store: Path, tmp_path: Path) -> None:
+    """Framework-free: training started, the error was caught, the process exits."""
+    ref = _script(tmp_path, store, """
+        from aipm_tracking.integrations._owner import TrackerOwner
+        o = TrackerOwner(model="m")
+        o.ensure()
+        o.train_started()
+        o.tracker.log(step=0, loss=1.0)
+        try:
+            raise RuntimeError("diverged")  # the training loop raised, the caller caught it
+        except RuntimeError:
+            pass
+        print(o.tracker.ref)
+    """)
+    assert _read(store, ref).status == "failed"
+    ref = _script(tmp_path, store, """
+        from aipm_tracking.integrations._owner import TrackerOwner
+        o = TrackerOwner(model="m")
+        o.ensure()
+        o.train_started()
+        o.train_ended()
+        print(o.tracker.ref)
+    """)
+    assert _read(store, ref).status == "finished"
+
+
+_HF_SETUP = """
+    import torch, transformers
+    from aipm_tracking.integrations import AipmTrainerCallback
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32,
+                                  max_position_embeddings=16, num_labels=2)
+    model = transformers.BertForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(1)
+    data = [{"input_ids": torch.randint(1, 50, (8,), generator=g),
+             "attention_mask": torch.ones(8, dtype=torch.long),
+             "labels": torch.tensor(i % 2)} for i in range(32)]
+    args = transformers.TrainingArguments(
+        output_dir="out", max_steps=10, logging_steps=1, per_device_train_batch_size=4,
+        per_device_eval_batch_size=8, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True, run_name="hf-run", learning_rate=1e-3)
+"""
+
+
+@pytest.mark.slow
+def test_transformers_evaluate_after_train_same_run(store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    ref = _script(tmp_path, store, _HF_SETUP + """
+    cb = AipmTrainerCallback()
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data,
+                                   eval_dataset=data[:8], callbacks=[cb])
+    trainer.train()
+    final = trainer.evaluate(metric_key_prefix="final")
+    print(final["final_loss"])
+    print(cb.tracker.ref)  # no finish(): the process exit finishes the run
+    """)
+    got = history(store, ref)
+    assert [s for s, _ in got["final_loss"]] == [10]
+    rec = _read(store, ref)
+    assert rec.status == "finished" and rec.metric("final_loss") == pytest.approx(
+        got["final_loss"][0][1])
+    assert len(got["loss"]) == 10
+
+
+@pytest.mark.slow
+def test_transformers_caught_training_error_is_failed(store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    ref = _script(tmp_path, store, _HF_SETUP + """
+    class Boom(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 7:
+                raise RuntimeError("diverged")
+
+    cb = AipmTrainerCallback()
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data,
+                                   callbacks=[cb, Boom()])
+    try:
+        trainer.train()
+    except RuntimeError:
+        pass
+    print(cb.tracker.ref)
+    """)
+    assert _read(store, ref).status == "failed"
+    assert [s for s, _ in history(store, ref)["loss"]] == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_transformers_evaluate_only_names_the_model(store: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from aipm_tracking.integrations import AipmTrainerCallback
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32,
+                                  max_position_embeddings=16, num_labels=2)
+    model = transformers.BertForSequenceClassification(cfg)
+    data = [{"input_ids": torch.randint(1, 50, (8,)),
+             "attention_mask": torch.ones(8, dtype=torch.long),
+             "labels": torch.tensor(i % 2)} for i in range(8)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_eval_batch_size=8, report_to=[],
+        use_cpu=True, disable_tqdm=True, run_name="eval-only")
+    cb = AipmTrainerCallback(spool_dir=str(tmp_path / "sp"))
+    trainer = transformers.Trainer(model=model, args=args, eval_dataset=data, callbacks=[cb])
+    trainer.evaluate()
+    assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
+    rec = _read(store, cb.tracker.ref)
+    assert rec.model.name == "BertForSequenceClassification" and rec.name == "eval-only"
+    assert "eval_loss" in history(store, cb.tracker.ref)
+    assert rec.status == "finished"
+
+
+def _pl_module():  # noqa: ANN202
+    torch = pytest.importorskip("torch")
+    pl = pytest.importorskip("lightning.pytorch")
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, y = batch
+            self.log("val_mse", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def test_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, y = batch
+            self.log("test_mse", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 4)
+    ds = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
+    return pl, Tiny, torch.utils.data.DataLoader(ds, batch_size=8)
+
+
+def _pl_trainer(pl, cb, tmp_path: Path):  # noqa: ANN001, ANN202
+    return pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[cb],
+                      default_root_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_lightning_validate_after_fit_same_run(store: Path, tmp_path: Path) -> None:
+    from aipm_tracking.integrations import AipmLightningCallback
+
+    pl, Tiny, dl = _pl_module()
+    cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
+    trainer = _pl_trainer(pl, cb, tmp_path)
+    module = Tiny()
+    trainer.fit(module, dl, dl)
+    module.net.weight.data.mul_(0.5)  # a different model: validate() must report new numbers
+    res = trainer.validate(module, dl)
+    tres = trainer.test(module, dl)
+    assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
+    got = history(store, cb.tracker.ref)
+    assert len(got["val_mse"]) == 3  # two epochs of fit + the validate() call
+    assert got["val_mse"][-1][1] == pytest.approx(res[0]["val_mse"])
+    assert got["val_mse"][-1][1] != pytest.approx(got["val_mse"][-2][1])
+    assert got["test_mse"][-1][1] == pytest.approx(tres[0]["test_mse"])
+    assert _read(store, cb.tracker.ref).status == "finished"
+
+
+@pytest.mark.slow
+def test_lightning_stand_alone_validate_creates_a_run(store: Path, tmp_path: Path) -> None:
+    from aipm_tracking.integrations import AipmLightningCallback
+
+    pl, Tiny, dl = _pl_module()
+    cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"), run_name="val-only")
+    res = _pl_trainer(pl, cb, tmp_path).validate(Tiny(), dl)
+    assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
+    got = history(store, cb.tracker.ref)
+    assert [v for _, v in got["val_mse"]] == pytest.approx([res[0]["val_mse"]])
+    rec = _read(store, cb.tracker.ref)
+    assert rec.name == "val-only" and rec.model.name == "Tiny" and rec.status == "finished"
+
+
+@pytest.mark.slow
+def test_keras_caught_training_error_is_failed(store: Path, tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    pytest.importorskip("torch")
+    ref = _script(tmp_path, store, """
+    import numpy as np, keras
+    from aipm_tracking.integrations import AipmKerasCallback
+
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+    y = x.sum(1, keepdims=True)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name="tiny")
+    model.compile(optimizer="sgd", loss="mse")
+
+    def boom(batch, logs):
+        if batch == 2:
+            raise RuntimeError("diverged")
+
+    cb = AipmKerasCallback()
+    try:
+        model.fit(x, y, batch_size=10, epochs=1, verbose=0,
+                  callbacks=[cb, keras.callbacks.LambdaCallback(on_train_batch_end=boom)])
+    except RuntimeError:
+        pass
+    print(cb.tracker.ref)
+    """)
+    assert _read(store, ref).status == "failed"

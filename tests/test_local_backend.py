@@ -303,6 +303,40 @@ def test_filter(backend: LocalBackend, three_runs: dict[str, str], text: str,
     assert names(backend.list_runs(filter=text)) == expected
 
 
+@pytest.fixture
+def versioned_runs(backend: LocalBackend) -> None:
+    for v, n in (("2", "9"), ("3", "10"), ("150", "100"), ("151", "x"), ("200.0", "2e1"),
+                 ("beta", "11")):
+        backend.write_run(make_record(f"run-{v}", model="big", version=v, tags={"N": n}))
+
+
+@pytest.mark.parametrize("text, expected", [
+    # an unquoted number compares numerically ("2" > "150" as text)
+    ("model_version > 150", ["run-151", "run-200.0"]),
+    ("model_version >= 150 and model_version < 200", ["run-150", "run-151"]),
+    ("model_version <= 3", ["run-2", "run-3"]),
+    ("model_version = 200", ["run-200.0"]),
+    ("model_version != 2", ["run-3", "run-150", "run-151", "run-200.0"]),  # 'beta': no number
+    ("tags.N > 9", ["run-3", "run-150", "run-200.0", "run-beta"]),  # 'x' is not a number
+    ("tags.N < 1e2", ["run-2", "run-3", "run-200.0", "run-beta"]),
+    ("tags.N = 20", ["run-200.0"]),
+    # a quoted value compares as text
+    ('model_version > "150"', ["run-2", "run-3", "run-151", "run-200.0", "run-beta"]),
+    ("tags.N = '2e1'", ["run-200.0"]),
+    ("model_version = beta", ["run-beta"]),
+])
+def test_filter_numbers_compare_numerically(backend: LocalBackend, versioned_runs: None,
+                                            text: str, expected: list[str]) -> None:
+    assert sorted(names(backend.list_runs(filter=text))) == sorted(expected)
+
+
+def test_filter_sql_stays_parameterised() -> None:
+    from aipm_tracking.backends.local_db import compile_filter
+
+    sql, params = compile_filter("model_version > 150 and tags.N <= 9 and name = '1'")
+    assert "150" not in sql and "9" not in sql and params == [150.0, "N", 9.0, "1"]
+
+
 @pytest.mark.parametrize("text", [
     "accuracy > 0.9",  # unknown field (metrics. prefix missing)
     "metrics.accuracy > 'high'",  # metric compared with a string

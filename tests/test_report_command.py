@@ -212,3 +212,27 @@ def test_trend_from_mlflow(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "| metric | guardrail | v1 | v2 | v3 | trend |" in r.stdout
     assert "| accuracy |  | 0.8 | 0.85 | 0.86 | improvement flattening" in r.stdout
+
+
+def test_trend_note_unchanged_and_missing_newest_value() -> None:
+    assert TrendMetric("accuracy", "higher", [0.8, 0.8]).note() == "unchanged in the last version"
+    assert TrendMetric("accuracy", "higher", [0.7, 0.8, 0.8]).note() == (
+        "unchanged in the last version")
+    assert TrendMetric("x", "lower", [0.1 + 0.2, 0.3]).note() == "unchanged in the last version"
+    note = TrendMetric("accuracy", "higher", [0.8, 0.9, None]).note()
+    assert note.startswith("no value in the newest version") and "improving" in note
+
+
+def test_trend_version_labels_and_counts() -> None:
+    from aipm_tracking.report.markdown import render_run_markdown
+    from aipm_tracking.report.trend import render_trend_markdown
+
+    runs = [_rec("v1.0", 0.8, 500, "2024-01-01T00:00:00+00:00"),
+            _rec("2", 0.85, 450, "2024-02-01T00:00:00+00:00")]
+    t = build_trend("bot", runs)
+    assert t.versions == ["v1.0", "v2"]
+    one = render_trend_markdown(build_trend("bot", runs[:1]))
+    assert "(1 version)" in one and "(1 versions)" not in one
+    md = render_run_markdown(runs[0])
+    assert "(bot v1.0)" in md and "vv1.0" not in md
+    assert "| n\\_examples | 1000 |" in md and "1000.0" not in md

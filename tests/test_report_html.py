@@ -145,3 +145,70 @@ def test_nice_ticks() -> None:
     assert nice_ticks(0, 1500) == [0, 500, 1000, 1500]
     t = nice_ticks(0.0011, 0.0019)
     assert t[0] >= 0.0011 and t[-1] <= 0.0019 and len(t) >= 3
+
+
+# -- axes, long trends, number formats --------------------------------------------------------
+def _texts(svg: str, cls: str, anchor: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(
+        rf'<text [^>]*class="{cls}" text-anchor="{anchor}">([^<]*)</text>', svg)]
+
+
+def test_y_tick_labels_are_compact_for_large_and_small_values() -> None:
+    from aipm_tracking.report.svg import Plot, Series, render_plot, tick_labels
+
+    for hi, want in ((4.9e11, "4e11"), (2.5e7, "2e7"), (3e-6, "3e-6")):
+        svg = render_plot(Plot("p", "x", "y", [Series("s", [0, 1], [0, hi])]))
+        labels = _texts(svg, "tick", "end")
+        assert want in labels, labels
+        assert all(len(lb) <= 7 for lb in labels), labels  # fits the 58px left margin
+        assert not any(lb.endswith(",000") for lb in labels)
+    assert tick_labels([0, 0.2, 0.4]) == ["0", "0.2", "0.4"]
+    assert tick_labels([0, 500, 1000, 1500]) == ["0", "500", "1,000", "1,500"]
+    # close ticks at a large magnitude still get distinct labels
+    close = tick_labels(nice_ticks(4.8691e11, 4.8692e11))
+    assert len(set(close)) == len(close)
+
+
+def test_trend_with_many_versions_thins_labels_and_shortens_captions() -> None:
+    from aipm_tracking.report.trend import Trend, TrendMetric, render_trend_html
+
+    versions = [f"v{i}" for i in range(1, 201)]
+    values: list[float | None] = [0.5 + i / 1000 for i in range(200)]
+    values[100] = 4.9e11
+    t = Trend("big", versions, versions, [TrendMetric("latency_ms_p95", "lower", values,
+                                                      [("max", 800.0)], "max 800")])
+    doc = render_trend_html(t)
+    svg = re.search(r'<svg class="plot".*?</svg>', doc, flags=re.S).group(0)  # type: ignore[union-attr]
+    xlabels = _texts(svg, "tick", "middle")
+    assert 2 <= len(xlabels) <= 12 and xlabels[0] == "v1" and xlabels[-1] == "v200"
+    assert "max 800" in svg and "max 800.0" not in svg
+    assert all(not lb.endswith(",000") for lb in _texts(svg, "tick", "end"))
+    banner = re.search(r'<div class="sub">(.*?)</div>', doc).group(1)  # type: ignore[union-attr]
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", doc).group(1)  # type: ignore[union-attr]
+    for text in (html.unescape(banner), html.unescape(caption)):
+        assert "v1 → v2 → v3 → … → v198 → v199 → v200 (200 versions)" in text
+        assert "v100" not in text
+    # a short trend still lists every version
+    short = render_trend_html(Trend("m", ["v1", "v2"], ["a", "b"],
+                                    [TrendMetric("accuracy", "higher", [0.8, 0.9])]))
+    assert "v1 → v2<" in short
+    assert _texts(re.search(r'<svg class="plot".*?</svg>', short, flags=re.S).group(0),  # type: ignore[union-attr]
+                  "tick", "middle") == ["v1", "v2"]
+
+
+def test_relative_delta_is_bounded_and_counts_are_integers() -> None:
+    from dataclasses import replace
+
+    cmp = make_comparison()
+    row = cmp.metrics[0]
+    cmp.metrics[0] = replace(row, delta_rel=1016985060.521)
+    cmp.metrics[1] = replace(cmp.metrics[1], delta_rel=-0.125)
+    doc = render_html(cmp, ReportOptions())
+    assert "(&gt;+999%)" in doc and "101698506052" not in doc
+    assert "(-12.5%)" in doc
+    rec = RunRecord(run_id="r1", name="r", model=ModelInfo("bot", "v1.0"),
+                    metrics={"n_examples": MetricValue(400.0), "accuracy": MetricValue(0.9),
+                             "n_examples[slice=de]": MetricValue(80.0)})
+    page = render_run_html(rec)
+    assert ">400<" in page and "400.0" not in page and ">80<" in page
+    assert "bot v1.0" in page and "vv1.0" not in page

@@ -170,3 +170,34 @@ def test_markdown_escapes_data(payload: str) -> None:
     rows = _md_table_rows(md)
     assert len(rows) == 7 and all(len(r) == 8 for r in rows)  # no '|' broke a row
     assert md_unescape(md_escape(payload)) == payload
+
+
+# -- markdown as GitHub renders it (checked with markdown-it-py, a CommonMark parser) -------
+def _md_render(text: str) -> str:
+    markdown_it = pytest.importorskip("markdown_it")
+    return str(markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
+               .render(text))
+
+
+def test_markdown_report_ends_its_html_block() -> None:
+    """Two reports appended to $GITHUB_STEP_SUMMARY (and an ``echo "## ..."`` after them)
+    each render their heading: the ``</details>`` HTML block is closed by a blank line."""
+    one = render_markdown(make_comparison(), ReportOptions())
+    assert one.endswith("</details>\n\n")
+    summary = one + render_markdown(make_comparison(blocking=False), ReportOptions())
+    summary += "## after\n"
+    out = _md_render(summary)
+    assert out.count("<h3>") == 2 and "<h2>after</h2>" in out
+    assert "### " not in out  # no heading swallowed into raw HTML
+    assert out.count("<table>") == 2
+
+
+@pytest.mark.parametrize("payload", ["~~strike~~ **b**", "ping @octocat and @org/team",
+                                     "a~b@c", "@&#8203;x"])
+def test_markdown_escapes_strikethrough_and_mentions(payload: str) -> None:
+    md = render_markdown(make_comparison(payload=payload), ReportOptions())
+    out = _md_render(md)
+    assert "<s>" not in out and "<del>" not in out and "<strong>b</strong>" not in out
+    # no @mention: every '@' from data is followed by a zero-width space (&#8203;)
+    assert not re.search(r"@(?!&#8203;)", md)
+    assert md_unescape(md_escape(payload)) == payload

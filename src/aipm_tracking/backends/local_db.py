@@ -217,6 +217,28 @@ FILTER_HELP = ('expected FIELD OP VALUE joined by "and", e.g. metrics.accuracy >
                + "; operators: = != < <= > >=")
 
 
+#: compared as ISO-8601 text even with a bare number (``created_at >= 2024`` = a prefix)
+_TIME_FIELDS = frozenset({"created_at", "finished_at"})
+_NUMBER_RE = re.compile(_NUMBER)
+
+
+def _is_number(raw: str, quoted: bool) -> bool:
+    """An unquoted numeric literal (``150``, ``-0.5``, ``1e3``): compare numerically."""
+    return not quoted and _NUMBER_RE.fullmatch(raw) is not None
+
+
+def _compare(expr: str, op: str, value: str, numeric: bool) -> tuple[str, Any]:
+    """SQL for ``expr op ?`` (``expr`` and ``op`` come from fixed whitelists) and its argument.
+
+    Numeric: only rows whose text is a well-formed number match (``CAST(x AS NUMERIC) = x``
+    holds just for those, by SQLite's comparison affinity), compared as REAL; so
+    ``model_version > 150`` does not match ``"2"`` < ``"150"`` as text, nor ``"beta"``.
+    """
+    if not numeric:
+        return f"{expr} {op} ?", value
+    return f"(CAST({expr} AS NUMERIC) = {expr} AND CAST({expr} AS REAL) {op} ?)", float(value)
+
+
 def _unquote(text: str) -> tuple[str, bool]:
     """``"a\\"b"`` -> (``a"b``, True); a bare token -> (token, False)."""
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
@@ -249,12 +271,15 @@ def compile_filter(text: str | None) -> tuple[str, list[Any]]:
             params += [name, number]
         elif field.startswith("tags."):
             key, _ = _unquote(field[len("tags."):])
+            cond, arg = _compare("t.value", op, value, numeric=_is_number(raw, quoted))
             conds.append("EXISTS (SELECT 1 FROM tags t WHERE t.run_id = runs.run_id "
-                         f"AND t.key = ? AND t.value {op} ?)")
-            params += [key, value]
+                         f"AND t.key = ? AND {cond})")
+            params += [key, arg]
         elif field in COLUMN_FIELDS:
-            conds.append(f"{COLUMN_FIELDS[field]} {op} ?")
-            params.append(value)
+            numeric = _is_number(raw, quoted) and field not in _TIME_FIELDS
+            cond, arg = _compare(COLUMN_FIELDS[field], op, value, numeric=numeric)
+            conds.append(cond)
+            params.append(arg)
         else:
             raise UsageError(f"filter {text!r}: unknown field {field!r}; {FILTER_HELP}")
         pos = m.end()

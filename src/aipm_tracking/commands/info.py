@@ -23,16 +23,18 @@ def plugins_cmd(fmt: str) -> None:
                               indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("plugin", "version", "source", "hooks / error")
     for i in infos:
         hooks = ", ".join(h.removeprefix("aipm_") for h in i.hooks)
-        table.add_row(i.name, i.version, i.source,
-                      f"[red]{i.error}[/]" if i.error else hooks)
+        # Text, not markup: plugin names and error messages are shown verbatim.
+        table.add_row(Text(i.name), Text(i.version), Text(i.source),
+                      Text(i.error, style="red") if i.error else Text(hooks))
     con = console()
     con.print(table)
-    con.print(f"backends: {', '.join(backend_schemes())}   formats: {', '.join(reporter_names())}",
-              markup=False)
+    con.print(Text(f"backends: {', '.join(backend_schemes())}   "
+                   f"formats: {', '.join(reporter_names())}"))
 
 
 @click.command("metrics")
@@ -49,9 +51,10 @@ def metrics_cmd(fmt: str) -> None:
                                for d in defs], indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("metric", "better", "unit", "definition")
     for d in defs:
-        table.add_row(d.name, d.direction, d.unit, d.doc)
+        table.add_row(Text(d.name), Text(d.direction), Text(d.unit), Text(d.doc))
     console().print(table)
     console().print("Per-slice metrics are named like accuracy[slice=de].", markup=False)

@@ -39,8 +39,11 @@ def report_cmd(ctx: click.Context, ref: str | None, model: str | None,
     from ..errors import UsageError
 
     st = state(ctx)
-    if (ref is None) == (model is None):
-        raise UsageError("give either a run REF or --model NAME (not both)")
+    if ref is None and model is None:
+        raise UsageError("give either a run REF or --model NAME; neither was given (e.g. "
+                         "aipm report local:RUN_ID, aipm report --model NAME)")
+    if ref is not None and model is not None:
+        raise UsageError("give either a run REF or --model NAME, not both")
     if model is None:
         assert ref is not None
         from ..api import load_run

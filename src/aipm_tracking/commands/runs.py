@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from typing import Any
 
 import click
 
@@ -13,6 +15,27 @@ from ._common import console, fmt_value, state
 _FORMATS = click.Choice(["table", "json", "csv"])
 _LIST_COLUMNS = ("ref", "name", "model", "version", "created_at", "status", "n_examples",
                  "accuracy")
+
+
+def _finite(v: Any) -> Any:
+    """``v`` with NaN/inf as None, so that ``json.dumps(allow_nan=False)`` gives strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _cell(v: Any) -> Any:
+    """A rich table cell that shows ``v`` verbatim: user strings are never read as markup."""
+    from rich.text import Text
+
+    return Text(fmt_value(v))
+
+
+def _count(v: Any) -> Any:
+    """An integral count as an int (``400``, not ``400.0``); anything else unchanged."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return v
 
 
 @click.group("runs")
@@ -47,7 +70,7 @@ def list_cmd(ctx: click.Context, source: str, filter_: str | None, limit: int | 
         click.echo(json.dumps([r.to_dict() for r in recs], indent=2, allow_nan=False))
         return
     rows = [(r.ref or r.run_id, r.name, r.model.name, r.model.version, r.created_at[:19],
-             r.status, r.metric("n_examples"), r.metric("accuracy")) for r in recs]
+             r.status, _count(r.metric("n_examples")), r.metric("accuracy")) for r in recs]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -62,8 +85,7 @@ def list_cmd(ctx: click.Context, source: str, filter_: str | None, limit: int | 
     for col in _LIST_COLUMNS:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(fmt_value(int(v) if k == "n_examples" and v is not None else v)
-                        for k, v in zip(_LIST_COLUMNS, row, strict=True)))
+        table.add_row(*(_cell(v) for v in row))
     console().print(table)
 
 
@@ -86,18 +108,20 @@ def show_cmd(ctx: click.Context, ref: str, fmt: str) -> None:
         click.echo(rec.to_json(indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     con = console()
-    con.print(f"[bold]{rec.name}[/]  {rec.ref or rec.run_id}", markup=True)
-    con.print(f"model {rec.model.name} {rec.model.version}  ·  dataset "
-              f"{rec.dataset.name or '-'}@{rec.dataset.version or '-'} "
-              f"(n={rec.dataset.size if rec.dataset.size is not None else '-'})  ·  "
-              f"status {rec.status}  ·  created {rec.created_at[:19]}", markup=False)
-    con.print(f"guardrails hash {rec.guardrails_hash or '-'}", markup=False)
+    con.print(Text.assemble((rec.name, "bold"), f"  {rec.ref or rec.run_id}"))
+    con.print(Text(f"model {rec.model.name} {rec.model.version}  ·  dataset "
+                   f"{rec.dataset.name or '-'}@{rec.dataset.version or '-'} "
+                   f"(n={rec.dataset.size if rec.dataset.size is not None else '-'})  ·  "
+                   f"status {rec.status}  ·  created {rec.created_at[:19]}"))
+    con.print(Text(f"guardrails hash {rec.guardrails_hash or '-'}"))
     table = Table("metric", "value", "ci", "n")
     for name, mv in sorted(rec.metrics.items()):
         ci = f"[{fmt_value(mv.ci[0])}, {fmt_value(mv.ci[1])}]" if mv.ci else ""
-        table.add_row(name, fmt_value(mv.value), ci, fmt_value(mv.n))
+        value = _count(mv.value) if name.split("[", 1)[0].startswith("n_") else mv.value
+        table.add_row(Text(name), _cell(value), Text(ci), _cell(mv.n))
     con.print(table)
 
 
@@ -121,8 +145,9 @@ def history_cmd(ctx: click.Context, ref: str, keys: str | None, fmt: str) -> Non
     key_list = [k.strip() for k in keys.split(",") if k.strip()] if keys else None
     points = backend.read_history(r.locator, key_list)
     if fmt == "json":
-        click.echo(json.dumps([{"step": p.step, "key": p.key, "value": p.value,
-                                "timestamp": p.timestamp} for p in points]))
+        click.echo(json.dumps([{"step": p.step, "key": p.key, "value": _finite(p.value),
+                                "timestamp": _finite(p.timestamp)} for p in points],
+                              allow_nan=False))
         return
     if fmt == "csv":
         buf = io.StringIO()
@@ -135,5 +160,5 @@ def history_cmd(ctx: click.Context, ref: str, keys: str | None, fmt: str) -> Non
 
     table = Table("step", "key", "value")
     for p in points:
-        table.add_row(str(p.step), p.key, fmt_value(p.value))
+        table.add_row(_cell(p.step), _cell(p.key), _cell(p.value))
     console().print(table)

@@ -8,8 +8,13 @@ Each adapter imports its framework only when its class is first used::
 
 Every adapter takes either ``tracker=`` (a Tracker you own and finish) or the Tracker's
 keyword arguments (``to=``, ``run_name=``, ``model=`` ...): then it creates the Tracker when
-training starts (on the framework's rank, only rank 0 writes) and finishes it at the end
-(``failed`` when training raised, where the framework tells).
+training starts (on the framework's rank, only rank 0 writes).
+
+As W&B's own integrations do, the run is not finished when training ends, so an evaluation
+after training (``trainer.evaluate()``, ``trainer.validate()``) logs into the same run. It is
+finished when the process exits, or when you call the adapter's ``finish()``. Its status is
+``failed`` when training raised (even if your code caught the exception: the adapter sees
+that training started and did not end), else ``finished``.
 """
 
 from __future__ import annotations

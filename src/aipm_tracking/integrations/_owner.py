@@ -1,13 +1,47 @@
-"""What every adapter shares: use a given Tracker, or create and finish one."""
+"""What every adapter shares: use a given Tracker, or create and finish one.
+
+Like W&B's own integrations, an adapter does not finish the run when training ends: an
+evaluation after training (``trainer.evaluate()``, ``trainer.validate()``) still logs into
+the same run. The run is finished when the process exits (the Tracker's ``atexit``) or when
+you call the adapter's :meth:`TrackerOwner.finish`. The adapter remembers a training that
+started and did not end (it raised, even if the caller caught the error) or that the
+framework reported as failed: the run is then finished as ``failed``.
+"""
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tracker import Tracker
+
+
+class _RunState:
+    """What the exit hook needs, apart from the adapter: the hook holds this, not the
+    callback (which may hold the model: a hyper-parameter search must not keep every model
+    alive until the process exits)."""
+
+    __slots__ = ("tracker", "training", "failed", "pid")
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+        self.training = False  # training started and has not ended (yet)
+        self.failed = False  # the framework reported an exception
+        self.pid: int | None = None
+
+    def at_exit(self) -> None:
+        if os.getpid() != self.pid or self.tracker is None:
+            return
+        if not (self.training or self.failed):
+            return  # a clean end: the Tracker's own atexit finishes the run
+        try:
+            self.tracker.finish("failed")  # also a Tracker passed in: the status is a fact
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the spool keeps the rest
+            pass
 
 
 class TrackerOwner:
@@ -17,6 +51,7 @@ class TrackerOwner:
         self.tracker = tracker
         self._owns = tracker is None
         self._kwargs = tracker_kwargs
+        self._run = _RunState()
 
     def ensure(self, **defaults: Any) -> Tracker:
         """The Tracker (created now from ``defaults`` overridden by the user's kwargs)."""
@@ -24,12 +59,47 @@ class TrackerOwner:
             from ..tracker import Tracker
 
             self.tracker = Tracker(**{**defaults, **self._kwargs})
+        self._hook_exit()
         return self.tracker
 
-    def finish(self, status: str = "finished") -> None:
-        """Finish the Tracker if this adapter created it."""
+    def _hook_exit(self) -> None:
+        self._run.tracker = self.tracker
+        # registered after the Tracker's own atexit, so it runs first (atexit is LIFO)
+        if self._run.pid is None:
+            self._run.pid = os.getpid()
+            atexit.register(self._run.at_exit)
+
+    def train_started(self) -> None:
+        self._run.training = True
+        self._hook_exit()
+
+    def train_ended(self) -> None:
+        """Training ended normally: deliver what was logged; the run stays open."""
+        self._run.training = False
+        if self.tracker is not None:
+            self.tracker.flush()
+
+    def train_failed(self) -> None:
+        """The framework reported an exception: the run will finish as ``failed``."""
+        self._run.failed = True
+        self._run.training = False
+        if self.tracker is not None:
+            self.tracker.flush()
+
+    @property
+    def failed(self) -> bool:
+        """True when training raised (or did not end): the run's final status is ``failed``."""
+        return self._run.failed or self._run.training
+
+    def finish(self, status: str | None = None) -> None:
+        """Finish the run now, if this adapter created the Tracker (a Tracker you passed in
+        is yours to finish). ``status`` defaults to ``failed`` when training raised or never
+        ended, else ``finished``. Without this call the run is finished at process exit."""
         if self._owns and self.tracker is not None:
-            self.tracker.finish(status)
+            self.tracker.finish(status or ("failed" if self.failed else "finished"))
+            if self._run.pid is not None:
+                atexit.unregister(self._run.at_exit)
+                self._run.pid = None
 
 
 def numeric(logs: Mapping[str, Any] | None) -> dict[str, Any]:

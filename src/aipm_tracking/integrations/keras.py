@@ -3,6 +3,10 @@
 Logs each batch's ``logs`` (``loss`` and compiled metrics, running means over the epoch as
 Keras reports them) at a global batch counter, and each epoch's ``logs`` (with ``val_*``)
 as ``epoch/<name>`` at the same counter. Keras hands callbacks Python numbers.
+
+The run is not finished when ``fit`` returns: it is finished when the process exits, or
+when you call :meth:`AipmKerasCallback.finish`. A ``fit`` that raised (even if the caller
+caught the error) is recorded as ``failed``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ class AipmKerasCallback(keras.callbacks.Callback, TrackerOwner):  # type: ignore
     :param tracker: a Tracker you own; otherwise keyword arguments create one at
         ``on_train_begin`` (model name defaults to the Keras model's ``name``).
     :param every_n_batches: log batch-level values every N batches (1: every batch).
+
+    Call :meth:`finish` to close the run before the process exits.
     """
 
     def __init__(self, tracker: Any = None, *, every_n_batches: int = 1,
@@ -32,6 +38,7 @@ class AipmKerasCallback(keras.callbacks.Callback, TrackerOwner):  # type: ignore
     def on_train_begin(self, logs: Any = None) -> None:
         model = getattr(self, "model", None)
         self.ensure(model=str(getattr(model, "name", None) or "keras-model"))
+        self.train_started()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if self.tracker is not None and self.step % self.every_n_batches == 0:
@@ -48,4 +55,4 @@ class AipmKerasCallback(keras.callbacks.Callback, TrackerOwner):  # type: ignore
         self.tracker.log_dict(vals, step=max(self.step - 1, 0))
 
     def on_train_end(self, logs: Any = None) -> None:
-        self.finish("finished")
+        self.train_ended()  # finished at process exit or by finish()

@@ -3,8 +3,12 @@
 Logs the training loss every batch (from ``training_step``'s output, kept on the device:
 no sync) and, at the end of each training epoch, the metrics the module logged with
 ``self.log`` (``trainer.callback_metrics``: the epoch's aggregates and the latest validation
-results), all at ``trainer.global_step``. A stand-alone ``trainer.validate()`` is logged at
-its end.
+results), all at ``trainer.global_step``. A stand-alone ``trainer.validate()`` or
+``trainer.test()`` is logged at its end: into the run of an earlier ``fit()`` with the same
+callback, or into a new run.
+The run is not finished when ``fit()`` returns: it is finished when the process exits, or
+when you call :meth:`AipmLightningCallback.finish`; ``failed`` when Lightning reported an
+exception (even if the caller caught it).
 Only global rank 0 writes. Works with ``lightning`` or the older ``pytorch_lightning``.
 """
 
@@ -27,6 +31,8 @@ class AipmLightningCallback(Callback, TrackerOwner):  # type: ignore[misc]
         ``on_fit_start`` (model name defaults to the LightningModule's class,
         config to its ``hparams``).
     :param loss_key: the series name of the per-batch loss.
+
+    Call :meth:`finish` to close the run before the process exits.
     """
 
     def __init__(self, tracker: Any = None, *, loss_key: str = "loss",
@@ -35,12 +41,33 @@ class AipmLightningCallback(Callback, TrackerOwner):  # type: ignore[misc]
         TrackerOwner.__init__(self, tracker, **tracker_kwargs)
         self.loss_key = loss_key
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def _start(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is not None:
+            self.ensure()
+            return
         hp = getattr(pl_module, "hparams", None) or {}
         cfg = {str(k): v for k, v in dict(hp).items()
                if isinstance(v, (str, int, float, bool)) or v is None}
         self.ensure(model=type(pl_module).__name__, config=cfg,
                     rank=int(getattr(trainer, "global_rank", 0)))
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start(trainer, pl_module)
+        self.train_started()
+
+    @staticmethod
+    def _stand_alone(trainer: Any) -> bool:
+        """A ``validate()``/``test()`` call of its own (not the validation inside ``fit``)."""
+        fn = getattr(getattr(trainer, "state", None), "fn", None)
+        return getattr(fn, "value", fn) != "fit" and not getattr(trainer, "sanity_checking",
+                                                                 False)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._stand_alone(trainer):
+            self._start(trainer, pl_module)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -63,12 +90,14 @@ class AipmLightningCallback(Callback, TrackerOwner):  # type: ignore[misc]
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         # during fit, the train epoch end logs the epoch's final metrics (validation
         # included); here only a stand-alone trainer.validate() is logged
-        fn = getattr(getattr(trainer, "state", None), "fn", None)
-        if getattr(fn, "value", fn) != "fit" and not getattr(trainer, "sanity_checking", False):
+        if self._stand_alone(trainer):
             self._epoch_metrics(trainer)
 
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._epoch_metrics(trainer)
+
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.finish("failed")
+        self.train_failed()  # finished as failed at process exit or by finish()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self.finish("finished")
+        self.train_ended()  # not finished: a later validate() logs into the same run

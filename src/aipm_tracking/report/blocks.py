@@ -12,8 +12,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .common import fmt_num
-from .svg import PALETTE, Marker, Plot, Point, Series, bar_chart, esc, render_plot
+from .common import abbreviate, fmt_metric, fmt_num
+from .svg import (
+    PALETTE,
+    Marker,
+    Plot,
+    Point,
+    Series,
+    bar_chart,
+    esc,
+    render_plot,
+    value_label,
+)
 
 SUMMARY_ONLY = "not available (summary-only runs)"
 
@@ -166,14 +176,18 @@ def cost_plot(bars: Sequence[tuple[str, float | None]], why: str | None = None) 
 
 def trend_plot(metric: str, versions: Sequence[str], values: Sequence[float | None],
                bounds: Sequence[tuple[str, float]], plot_id: str) -> str:
-    """One metric across model versions (x = version index), guardrail bounds drawn."""
+    """One metric across model versions (x = version index), guardrail bounds drawn.
+
+    With many versions the axis labels only some of them (first and last always), and the
+    caption names the first and last few.
+    """
     xs = list(range(len(versions)))
-    markers = [Marker(v, f"{k} {fmt_num(v)}", axis="y", color="#dc2626") for k, v in bounds]
+    markers = [Marker(v, f"{k} {value_label(v)}", axis="y", color="#dc2626") for k, v in bounds]
     plot = Plot(metric, "model version (oldest → newest)", metric,
                 [Series(metric, xs, list(values), PALETTE[1], markers=True)], markers=markers,
                 x_range=(-0.3, max(len(versions) - 0.7, 0.7)), plot_id=plot_id,
                 x_ticks=[(float(i), str(v)) for i, v in enumerate(versions)])
-    return figure(render_plot(plot), "versions: " + " → ".join(str(v) for v in versions))
+    return figure(render_plot(plot), "versions: " + abbreviate([str(v) for v in versions]))
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -245,6 +259,6 @@ def metrics_table(metrics: Mapping[str, float | None]) -> str:
     if not metrics:
         return na("Metrics", "the run has no metrics")
     rows = "".join(f"<tr><td class=\"metric\">{esc(k)}</td><td class=\"num\">"
-                   f"{esc(fmt_num(v))}</td></tr>" for k, v in metrics.items())
+                   f"{esc(fmt_metric(k, v))}</td></tr>" for k, v in metrics.items())
     return (f'<table class="grid"><thead><tr><th>metric</th><th>value</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")

@@ -40,6 +40,36 @@ def fmt_num(x: float | None, signed: bool = False, digits: int = 4) -> str:
     return sign + s
 
 
+def fmt_rel(x: float | None, limit: float = 9.99) -> str:
+    """A relative change as a signed percentage, ``+12.5%``; beyond ±999% ``>+999%``/``<-999%``.
+
+    '' when there is none (no baseline, NaN ...).
+    """
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+        return ""
+    if x > limit:
+        return f">+{limit:.0%}"
+    if x < -limit:
+        return f"<-{limit:.0%}"
+    return f"{x:+.1%}"
+
+
+def fmt_count(x: float | None) -> str:
+    """A count: ``400`` (not ``400.0``); a non-integral value as :func:`fmt_num`."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x)) \
+            and float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x)}"
+    return fmt_num(x)
+
+
+def abbreviate(items: list[str], head: int = 3, tail: int = 3, sep: str = " → ") -> str:
+    """``a → b → c → … → x → y → z (200 versions)`` for a long list, all of a short one."""
+    if len(items) <= head + tail + 1:
+        return sep.join(items)
+    return (sep.join(items[:head]) + sep + "…" + sep + sep.join(items[-tail:])
+            + f" ({len(items)} versions)")
+
+
 def fmt_ci(ci: tuple[float, float] | None) -> str:
     """``[lo, hi]`` of a delta, or '' when there is no interval."""
     if not ci:
@@ -55,11 +85,30 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.3f}"
 
 
+def version_label(version: object) -> str:
+    """``v2`` for version ``2``; a version that already reads ``v1.0`` / ``V3`` is kept as is."""
+    v = str(version)
+    if len(v) > 1 and v[0] in "vV" and v[1].isdigit():
+        return v
+    return f"v{v}"
+
+
+def is_count(metric: str) -> bool:
+    """A metric that counts rows (``n_examples``, ``n_examples[slice=de]``)."""
+    return metric.split("[", 1)[0].startswith("n_")
+
+
+def fmt_metric(metric: str, x: float | None) -> str:
+    """A metric value as the tables show it: counts as integers, the rest as :func:`fmt_num`."""
+    return fmt_count(x) if is_count(metric) else fmt_num(x)
+
+
 def run_label(s: RunSummary) -> str:
     """``name (model version)`` for a run side; plain text (escape before HTML/markdown)."""
     model = s.model.name
     if s.model.version:
-        model = f"{model} v{s.model.version}" if model else f"v{s.model.version}"
+        ver = version_label(s.model.version)
+        model = f"{model} {ver}" if model else ver
     if model and model != s.name:
         return f"{s.name} ({model})"
     return s.name or (s.ref or "?")

@@ -29,8 +29,10 @@ from .blocks import (
 from .common import (
     context_line,
     fmt_ci,
+    fmt_count,
     fmt_num,
     fmt_p,
+    fmt_rel,
     headline,
     is_warning,
     run_label,
@@ -61,7 +63,7 @@ tr.v-inconclusive td{background:#f3e8ff}tr.v-improved td{background:#dcfce7}
 .badge{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;font-weight:600}
 .b-regression,.b-breach{background:#dc2626;color:#fff}.b-warn{background:#facc15}
 .b-inconclusive{background:#a855f7;color:#fff}.b-improved{background:#16a34a;color:#fff}
-.b-pass{background:#e5e7eb}.plots{display:grid;grid-template-columns:repeat(auto-fit,
+.b-pass{background:#e5e7eb}table#trend th,table#trend td{white-space:nowrap}.plots{display:grid;grid-template-columns:repeat(auto-fit,
 minmax(480px,1fr));gap:12px}.fig{margin:0;background:#fff;border:1px solid #e5e7eb;
 border-radius:8px;padding:8px}.fig svg{width:100%;height:auto}figcaption{color:#4b5563;
 font-size:12.5px}.na{background:#fff;border:1px dashed #cbd5e1;border-radius:8px;padding:14px;
@@ -116,7 +118,7 @@ def guardrail_table(rows: list[MetricComparison], table_id: str = "guardrails") 
             "<th>verdict</th><th class=\"reason\">reason</th></tr>")
     body = []
     for r in rows:
-        rel = f" ({r.delta_rel:+.1%})" if r.delta_rel is not None else ""
+        rel = f" ({fmt_rel(r.delta_rel)})" if fmt_rel(r.delta_rel) else ""
         body.append(
             f'<tr class="{esc(_row_class(r))}"><td class="metric">{esc(r.metric)}</td>'
             f"<td>{esc(r.threshold)}</td><td class=\"num\">{esc(fmt_num(r.baseline))}</td>"
@@ -184,7 +186,7 @@ def _run_card(role: str, s: Any) -> str:
     ds = s.dataset
     dataset = "@".join(x for x in (ds.name, ds.version) if x) or "—"
     bits = [f"ref {s.ref}" if s.ref else "", f"dataset {dataset}",
-            f"n={s.n_examples}" if s.n_examples is not None else "",
+            f"n={fmt_count(s.n_examples)}" if s.n_examples is not None else "",
             f"created {s.created_at}" if s.created_at else ""]
     return (f'<div class="card"><h3>{esc(role)}: {esc(run_label(s))}</h3>'
             f'<div class="muted">{esc(" · ".join(b for b in bits if b))}</div></div>')

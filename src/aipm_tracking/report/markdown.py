@@ -13,11 +13,13 @@ from .common import (
     Tally,
     context_line,
     fmt_ci,
+    fmt_metric,
     fmt_num,
     fmt_p,
     headline,
     is_warning,
     run_label,
+    version_label,
 )
 
 VERDICT_ICON = {
@@ -41,6 +43,8 @@ _MD_ESCAPES = {
     "]": "\\]",
     "*": "\\*",
     "_": "\\_",
+    "~": "\\~",  # ~~strikethrough~~ (GFM)
+    "@": "@&#8203;",  # a zero-width space after '@': no @mention in a PR comment
     "\r": " ",
     "\n": " ",
 }
@@ -53,7 +57,7 @@ def md_escape(text: object) -> str:
 
 def md_unescape(text: str) -> str:
     """Inverse of :func:`md_escape` (for tests and tools that read our comments back)."""
-    out = text.replace("&#96;", "`").replace("&lt;", "<").replace("&gt;", ">")
+    out = text.replace("@&#8203;", "@").replace("&#96;", "`").replace("&lt;", "<").replace("&gt;", ">")
     out = out.replace("&amp;", "&")
     res: list[str] = []
     i = 0
@@ -123,17 +127,22 @@ def render_markdown(cmp: Comparison, opts: ReportOptions) -> str:
         lines.append("_no guardrails were checked_")
     lines.append("")
     lines.append("</details>")
+    # A blank line closes the HTML block: whatever is appended to $GITHUB_STEP_SUMMARY after
+    # this report (a second report, an ``echo "## ..."``) is then markdown again, not HTML.
+    lines.append("")
     lines.append("")
     return "\n".join(lines)
 
 
 def render_run_markdown(rec: RunRecord) -> str:
     """One run -> markdown: identity line and a metric table."""
-    lines = [f"### aipm run: {md_escape(rec.name)} ({md_escape(rec.model.name)} "
-             f"v{md_escape(rec.model.version)})", ""]
+    model = rec.model.name
+    if rec.model.version:
+        model = f"{model} {version_label(rec.model.version)}"
+    lines = [f"### aipm run: {md_escape(rec.name)} ({md_escape(model)})", ""]
     if rec.ref:
         lines += [f"ref {md_escape(rec.ref)}", ""]
     lines += ["| metric | value |", "|---|---:|"]
-    lines += [f"| {md_escape(k)} | {fmt_num(mv.value)} |" for k, mv in rec.metrics.items()]
+    lines += [f"| {md_escape(k)} | {fmt_metric(k, mv.value)} |" for k, mv in rec.metrics.items()]
     lines.append("")
     return "\n".join(lines)

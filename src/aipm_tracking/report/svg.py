@@ -106,15 +106,70 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
-def _tick_label(v: float) -> str:
+def _compact(v: float, digits: int) -> str:
+    """``v`` with ``digits`` significant digits, exponent without '+' and leading zeros."""
+    s = f"{v:.{digits}g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        s = f"{mant}e{int(exp)}"
+    return s
+
+
+def _tick_label(v: float, digits: int = 3) -> str:
+    """A short axis label: ``0.25``, ``450``, ``12,500``, ``4.9e11``, ``1e-6``.
+
+    Like the tables (:func:`..common.fmt_num`), magnitudes of 1e6 and above
+    (and below 1e-4)
+    use an exponent, so a label always fits the left margin of a plot.
+    """
     av = abs(v)
     if av == 0:
         return "0"
+    if av >= 1e6 or av < 1e-4:
+        return _compact(v, digits)
     if av >= 1000:
         return f"{v:,.0f}"
     if av >= 1:
-        return f"{v:.4g}"
-    return f"{v:.3g}"
+        return f"{v:.{max(digits, 4)}g}"
+    return f"{v:.{digits}g}"
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Labels for ``ticks``: as short as possible while still telling the ticks apart."""
+    labels = [_tick_label(t) for t in ticks]
+    for digits in range(4, 10):
+        if len(set(labels)) == len(labels):
+            break
+        labels = [_tick_label(t, digits) for t in ticks]
+    return labels
+
+
+def value_label(v: float) -> str:
+    """A reference value in a label (``max 800``, ``min 0.9``, ``max 1e-6``)."""
+    return _compact(v, 6) if abs(v) >= 1e6 or 0 < abs(v) < 1e-4 else f"{v:.6g}"
+
+
+#: At most this many labels on a categorical x axis (model versions ...).
+MAX_X_LABELS = 12
+_CHAR_W = 6.2  # about the width of one 11px tick character
+
+
+def thin_ticks(ticks: Sequence[tuple[float, str]], width: float,
+               max_labels: int = MAX_X_LABELS) -> list[tuple[float, str]]:
+    """A subset of categorical ticks that fits ``width`` px: evenly spaced, first and last kept.
+
+    At most ``max_labels``, fewer when the labels are long (up to 14 characters are drawn).
+    """
+    ticks = list(ticks)
+    if len(ticks) <= 2:
+        return ticks
+    longest = max(min(len(tl), 14) for _, tl in ticks)
+    fit = int(width // (longest * _CHAR_W + 8))
+    k = max(2, min(max_labels, fit))
+    if len(ticks) <= k:
+        return ticks
+    idx = sorted({round(i * (len(ticks) - 1) / (k - 1)) for i in range(k)})
+    return [ticks[i] for i in idx]
 
 
 def _extent(values: list[float]) -> tuple[float, float]:
@@ -152,8 +207,12 @@ def render_plot(p: Plot) -> str:
         f'<text x="{ML}" y="18" class="ptitle">{esc(p.title)}</text>',
         f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" class="frame"/>',
     ]
-    xticks = p.x_ticks if p.x_ticks is not None else [(t, _tick_label(t))
-                                                       for t in nice_ticks(x0, x1)]
+    if p.x_ticks is not None:
+        xticks = thin_ticks([(t, tl) for t, tl in p.x_ticks
+                             if x0 - 1e-12 <= t <= x1 + 1e-12], pw)
+    else:
+        xt = nice_ticks(x0, x1)
+        xticks = list(zip(xt, tick_labels(xt), strict=True))
     for t, tl in xticks:
         if x0 - 1e-12 <= t <= x1 + 1e-12:
             X = sx(t)
@@ -161,12 +220,12 @@ def render_plot(p: Plot) -> str:
             out.append(f'<line x1="{X:.1f}" y1="{MT}" x2="{X:.1f}" y2="{MT + ph}" class="grid"/>')
             out.append(f'<text x="{X:.1f}" y="{MT + ph + 16}" class="tick" '
                        f'text-anchor="middle">{esc(tl)}</text>')
-    for t in nice_ticks(y0, y1):
-        if y0 - 1e-12 <= t <= y1 + 1e-12:
-            Y = sy(t)
-            out.append(f'<line x1="{ML}" y1="{Y:.1f}" x2="{ML + pw}" y2="{Y:.1f}" class="grid"/>')
-            out.append(f'<text x="{ML - 6}" y="{Y + 4:.1f}" class="tick" '
-                       f'text-anchor="end">{esc(_tick_label(t))}</text>')
+    yt = [t for t in nice_ticks(y0, y1) if y0 - 1e-12 <= t <= y1 + 1e-12]
+    for t, tl in zip(yt, tick_labels(yt), strict=True):
+        Y = sy(t)
+        out.append(f'<line x1="{ML}" y1="{Y:.1f}" x2="{ML + pw}" y2="{Y:.1f}" class="grid"/>')
+        out.append(f'<text x="{ML - 6}" y="{Y + 4:.1f}" class="tick" '
+                   f'text-anchor="end">{esc(tl)}</text>')
     out.append(f'<text x="{ML + pw / 2:.1f}" y="{H - 8}" class="axis" '
                f'text-anchor="middle">{esc(p.x_label)}</text>')
     out.append(f'<text x="14" y="{MT + ph / 2:.1f}" class="axis" text-anchor="middle" '
@@ -250,11 +309,12 @@ def bar_chart(title: str, y_label: str, bars: list[tuple[str, float | None, str]
     def sy(v: float) -> float:
         return MT + ph - (v - lo) / (hi - lo or 1.0) * ph
 
-    for t in nice_ticks(lo, hi):
+    yt = nice_ticks(lo, hi)
+    for t, tl in zip(yt, tick_labels(yt), strict=True):
         Y = sy(t)
         out.append(f'<line x1="{ML}" y1="{Y:.1f}" x2="{ML + pw}" y2="{Y:.1f}" class="grid"/>')
         out.append(f'<text x="{ML - 6}" y="{Y + 4:.1f}" class="tick" '
-                   f'text-anchor="end">{esc(_tick_label(t))}</text>')
+                   f'text-anchor="end">{esc(tl)}</text>')
     n = max(len(bars), 1)
     slot = pw / n
     bw = min(90.0, slot * 0.6)

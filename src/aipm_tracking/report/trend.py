@@ -15,7 +15,7 @@ from typing import Any
 
 from ..schema import RunRecord
 from .blocks import trend_plot
-from .common import fmt_num
+from .common import abbreviate, fmt_metric, fmt_num, version_label
 from .markdown import md_escape
 from .svg import esc
 
@@ -44,7 +44,18 @@ class TrendMetric:
         gains = [sign * s for s in steps]
         last = gains[-1]
         if self.direction == "info":
-            return f"last change {fmt_num(steps[-1], signed=True)}"
+            reading = f"last change {fmt_num(steps[-1], signed=True)}"
+        else:
+            reading = self._reading(steps, gains, last)
+        if self.values[-1] is None:
+            return f"no value in the newest version; before that: {reading}"
+        return reading
+
+    def _reading(self, steps: list[float], gains: list[float], last: float) -> str:
+        sign = -1.0 if self.direction == "lower" else 1.0
+        scale = max((abs(v) for v in self.values if v is not None), default=0.0)
+        if abs(last) <= 1e-12 * scale:  # equal up to float rounding
+            return "unchanged in the last version"
         if last < 0:
             return f"worse in the last version ({fmt_num(steps[-1], signed=True)})"
         earlier = [g for g in gains[:-1] if g > 0]
@@ -86,7 +97,7 @@ def build_trend(model: str, runs: Sequence[RunRecord], guardrails: Any = None,
                 registry: Any = None) -> Trend:
     """Trend of ``model``: guardrailed metrics (or every registry metric the runs have)."""
     picked = latest_per_version(runs)
-    versions = [f"v{r.model.version}" if r.model.version else r.name for r in picked]
+    versions = [version_label(r.model.version) if r.model.version else r.name for r in picked]
     metrics: list[TrendMetric] = []
     if guardrails is not None:
         for g in guardrails.guardrails:
@@ -122,7 +133,7 @@ def render_trend_html(t: Trend) -> str:
 
     parts = [f'<div class="banner info" id="verdict"><h1>{esc(t.model)}: '
              f"{len(t.versions)} version{'s' if len(t.versions) != 1 else ''}</h1>"
-             f'<div class="sub">{esc(" → ".join(t.versions))}'
+             f'<div class="sub">{esc(abbreviate(t.versions))}'
              + (f" · guardrails {esc(t.guardrails_name)}" if t.guardrails_name else "")
              + "</div></div>"]
     if not t.versions:
@@ -131,7 +142,8 @@ def render_trend_html(t: Trend) -> str:
     head = "".join(f"<th>{esc(v)}</th>" for v in t.versions)
     rows = []
     for m in t.metrics:
-        cells = "".join(f'<td class="num">{esc(fmt_num(v))}</td>' for v in m.values)
+        cells = "".join(f'<td class="num">{esc(fmt_metric(m.metric, v))}</td>'
+                        for v in m.values)
         rows.append(f'<tr><td class="metric">{esc(m.metric)}</td><td>{esc(m.guardrail)}</td>'
                     f"{cells}<td>{esc(m.note())}</td></tr>")
     parts += ["<h2>Metrics by version</h2>",
@@ -146,14 +158,15 @@ def render_trend_html(t: Trend) -> str:
 
 def render_trend_markdown(t: Trend) -> str:
     """Trend -> markdown (a table metric × version and a one-line reading per metric)."""
-    lines = [f"### aipm trend: {md_escape(t.model)} ({len(t.versions)} versions)", ""]
+    n = len(t.versions)
+    lines = [f"### aipm trend: {md_escape(t.model)} ({n} version{'s' if n != 1 else ''})", ""]
     if not t.versions:
         return "\n".join(lines + ["_No runs of this model in the store._", ""])
     head = " | ".join(md_escape(v) for v in t.versions)
     lines.append(f"| metric | guardrail | {head} | trend |")
     lines.append("|---|---|" + "---:|" * len(t.versions) + "---|")
     for m in t.metrics:
-        vals = " | ".join(fmt_num(v) for v in m.values)
+        vals = " | ".join(fmt_metric(m.metric, v) for v in m.values)
         lines.append(f"| {md_escape(m.metric)} | {md_escape(m.guardrail)} | {vals} "
                      f"| {md_escape(m.note())} |")
     lines.append("")
