@@ -317,3 +317,28 @@ def test_compare_without_guardrails_not_comparable_exits_0(tmp_path: Path) -> No
     g = tmp_path / "g.yaml"
     g.write_text("version: 1\nmetrics:\n  accuracy: {min: 0.5}\n")
     assert run_cli("compare", str(a), str(b), "--guardrails", str(g)).returncode == 3
+
+
+def test_column_map_applies_to_a_stored_runs_per_example_table(tmp_path: Path) -> None:
+    """A run whose table uses its own column names (``pred``, as logged by other code) is
+    read from a backend through the guardrails ``column_map:`` or ``--map``, like a file."""
+    from aipm_tracking.plugins import get_backend
+    from aipm_tracking.schema import MetricValue, ModelInfo, RunRecord
+
+    refs = []
+    for name, acc in (("theirs-a", 0.9), ("theirs-b", 0.7)):
+        df = _eval_df(n=600, acc=acc, seed=3).rename(columns={"prediction": "pred"})
+        value = float((df["label"] == df["pred"]).mean())
+        rec = RunRecord(run_id="", name=name, model=ModelInfo("their-bot", name[-1]),
+                        metrics={"accuracy": MetricValue(value)}, examples=df)
+        refs.append(get_backend("local").write_run(rec, None))
+    g = tmp_path / "g.yaml"
+    g.write_text(GUARDRAILS.replace("metrics:\n", "column_map: {pred: prediction}\nmetrics:\n"))
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(GUARDRAILS)
+    for extra in (["--guardrails", str(g)], ["--guardrails", str(plain), "--map", "pred=prediction"]):
+        out = run_cli("compare", *refs, *extra, "--format", "json")
+        doc = json.loads(out.stdout)
+        acc = next(r for r in doc["metrics"] if r["metric"] == "accuracy")
+        assert acc["verdict"] == "regression" and acc["test"] != "point", acc
+        assert out.returncode == 1, out.stderr

@@ -220,7 +220,42 @@ def load_run(source: Any, *, options: BackendOptions | None = None, guardrails: 
     rec = get_backend(ref.scheme, opts).read_run(ref.locator, with_examples=with_examples)
     if rec.ref is None:
         rec.ref = str(ref)
+    kw = _eval_kwargs(g, fallback_threshold, column_map, None)
+    _canonical_examples(rec, kw["column_map"], kw["fallback_threshold"])
     return _apply_metric_map(rec, metric_map)
+
+
+def _canonical_examples(rec: RunRecord, column_map: Mapping[str, str] | None,
+                        fallback_threshold: float) -> None:
+    """A backend run's per-example table in canonical form, as an eval file's would be:
+    columns renamed by ``column_map`` (the guardrails file's ``column_map:`` and ``--map``,
+    DESIGN §3), and ``correct`` / ``fallback`` derived when the table lacks them (tables
+    logged by other code), so runs by other code pair on their examples."""
+    if rec.examples is None:
+        return
+    df = rec.examples
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)
+    if column_map:  # a stored run need not have every mapped column: map those it has
+        from .tables import check_column_map
+
+        present = {k: v for k, v in column_map.items() if k in df.columns}
+        renames = check_column_map(list(df.columns), present,
+                                   f"per-example table of {rec.ref or rec.name}")
+        if renames:
+            df = df.rename(columns=renames)
+    cols = set(df.columns)
+    if "correct" not in cols and {"label", "prediction"} <= cols:
+        a, b = df["label"].to_numpy(), df["prediction"].to_numpy()
+        if (a.dtype.kind in "iufb") != (b.dtype.kind in "iufb"):  # as evaluate() compares
+            a, b = df["label"].astype(str).to_numpy(), df["prediction"].astype(str).to_numpy()
+        df = df.assign(correct=a == b)
+    if "fallback" not in cols and "confidence" in cols:
+        import pandas as pd
+
+        conf = pd.to_numeric(df["confidence"], errors="coerce")
+        df = df.assign(fallback=conf < fallback_threshold)
+    rec.examples = df
 
 
 def compare(baseline: Any, candidate: Any, guardrails: Any = None, gate: str = "confirmed", *,

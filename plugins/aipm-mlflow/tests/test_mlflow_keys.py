@@ -9,8 +9,10 @@ import pytest
 from aipm_mlflow.keys import (
     MAX_BATCH_BYTES,
     flatten_config,
+    from_legacy_key,
     from_mlflow_key,
     kv_batches,
+    legacy_to_mlflow_key,
     to_mlflow_key,
 )
 from hypothesis import given, settings
@@ -80,3 +82,48 @@ def test_plugin_import_does_not_import_mlflow() -> None:
             "assert 'mlflow' not in sys.modules, 'mlflow imported at plugin load'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("name,key", [
+    ("loss@train", "loss\u01c040\u01c0train"),
+    ("val/f1:macro", "val/f1\u01c03a\u01c0macro"),
+    ("accuracy[slice=en+de]", "accuracy/slice:en\u01c02b\u01c0de"),
+    ("accuracy[slice=münchen]", "accuracy/slice:münchen"),
+    ("a b/東京", "a b/東京"),
+])
+def test_odd_names_get_readable_reversible_keys(name: str, key: str) -> None:
+    assert to_mlflow_key(name) == key and _mlflow_accepts(key)
+    assert from_mlflow_key(key) == name
+
+
+_ODD = st.text(alphabet=st.sampled_from(list("ab/:@[]=. _-\u01c0%ü東\t") + ["😀"]),
+               min_size=1, max_size=40)
+
+
+@given(st.one_of(_ODD, st.text(min_size=1, max_size=60),
+                 st.builds(lambda b, d, v: f"{b}[{d}={v}]", _ODD,
+                           st.sampled_from(["slice", "lang", "x_1"]), _ODD)))
+@settings(max_examples=800, deadline=None)
+def test_keys_are_injective_and_decode_exactly(name: str) -> None:
+    """Every name maps to a key MLflow takes, and back to itself (so two names never share
+    a key); keys aipm cannot have written are read as they are."""
+    try:
+        key = to_mlflow_key(name)
+    except BackendError:
+        return
+    assert _mlflow_accepts(key), (name, key)
+    assert from_mlflow_key(key) == name
+
+
+def test_keys_aipm_did_not_write_are_not_decoded() -> None:
+    for key in ("loss\u01c05f\u01c0train", "a\u01c0zz\u01c0", "a/b:c:d", "x/1d:v"):
+        assert from_mlflow_key(key) == key
+    assert legacy_to_mlflow_key("loss@train") == "loss_train"
+    assert from_legacy_key("val/f1:macro") == "val[f1=macro]"
+
+
+def test_flatten_config_refuses_names_that_meet() -> None:
+    with pytest.raises(BackendError, match="config key 'a.b' appears twice"):
+        flatten_config({"a": {"b": 1}, "a.b": 2})
+    with pytest.raises(BackendError, match="config key 'a.b' appears twice"):
+        flatten_config({"a.b": 2, "a": {"b": 1}})

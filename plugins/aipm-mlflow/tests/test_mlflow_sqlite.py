@@ -341,14 +341,15 @@ def test_ui_table_is_a_marked_head_and_dataset_schema_is_sampled(
     assert json.loads(ds.profile)["num_rows"] == 300
 
 
-def test_unwritable_table_leaves_an_incomplete_run_and_says_so(sqlite_uri: str) -> None:
+def test_unwritable_table_is_an_error_before_anything_is_created(sqlite_uri: str) -> None:
+    """DESIGN §8b: a bad input leaves the store as it was (no half-written run)."""
     from aipm_tracking.errors import DataError
 
     be = backend(sqlite_uri)
     rec = make_record(n=30, run_id="mixed-types")
     assert rec.examples is not None
     rec.examples["label"] = [1 if i % 2 else "one" for i in range(30)]  # int and str mixed
-    with pytest.raises(DataError, match="Parquet.*aipm.status=incomplete"):
+    with pytest.raises(DataError, match="cannot be written as Parquet") as ei:
         be.write_run(rec, "mixed")
-    [run] = list(be.list_runs("mixed"))
-    assert run.status == "incomplete"
+    assert "incomplete" not in str(ei.value)
+    assert _client(sqlite_uri).get_experiment_by_name("mixed") is None

@@ -3,7 +3,8 @@
 Layout of a run written by aipm (experiment = the push target):
 
 * tags ``aipm.schema``, ``aipm.status`` (``incomplete`` until the push is done, then
-  ``complete``), ``aipm.source_id`` (identifies the pushed record, so a retry finishes the
+  ``complete``, set after the run is ended), ``aipm.key_format`` (how aipm names became MLflow
+  keys, :mod:`aipm_mlflow.keys`), ``aipm.source_id`` (identifies the pushed record, so a retry finishes the
   same run instead of creating another), ``aipm.model`` / ``aipm.model_version``,
   ``aipm.guardrails_hash``, ``aipm.dataset``; the user's tags; ``mlflow.runName``;
 * params = the (redacted, flattened) config; metrics = the summary metrics at step 0, linked
@@ -13,8 +14,11 @@ Layout of a run written by aipm (experiment = the push target):
   ``aipm/examples_table.json`` (``log_table``, for the MLflow UI);
 * the dataset as an MLflow dataset input (``mlflow.data.from_pandas``) with its digest.
 
-Writes go through ``log_batch`` in chunks within MLflow's limits (:mod:`aipm_mlflow.keys`);
-every failure is one :class:`BackendError` line (:mod:`aipm_mlflow.connect`).
+Everything that can be checked before writing (keys, value sizes, the Parquet table) is
+checked before the run is created, so a bad input creates nothing. Writes go through
+``log_batch`` in chunks within MLflow's limits (:mod:`aipm_mlflow.keys`); tags naming an
+artifact (``aipm.record``, ``aipm.examples_artifact``) are written once it is uploaded; every
+failure is one :class:`BackendError` line (:mod:`aipm_mlflow.connect`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,7 @@ from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 from . import convert as cv
 from .connect import configure_http, extra, guard, resolve_endpoint
 from .keys import (
+    KEY_FORMAT,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -68,6 +75,24 @@ def _warn(msg: str) -> None:
     warnings.warn(msg, AipmWarning, stacklevel=3)
 
 
+@dataclass
+class _Plan:
+    """What a run's write will send, built (and checked) before anything is written."""
+
+    params: list[tuple[str, str]]
+    tags: list[tuple[str, str]]
+    metric_keys: dict[str, str]  # aipm name -> MLflow key
+    run_doc: dict[str, Any]  # aipm/run.json, without its ref
+    tmp: tempfile.TemporaryDirectory[str]  # aipm/ details, overflow values, examples.parquet
+
+    @property
+    def root(self) -> Path:
+        return Path(self.tmp.name) / "aipm"
+
+    def close(self) -> None:
+        self.tmp.cleanup()
+
+
 class MlflowBackend(BaseBackend):
     """aipm runs in an MLflow tracking store (SQLite, a tracking server, or any SQL store)."""
 
@@ -82,6 +107,7 @@ class MlflowBackend(BaseBackend):
 
             self.client = MlflowClient(tracking_uri=self.endpoint.uri)
         self._keys: dict[str, str] = {}
+        self._unwritable: set[str] = set()
         self._experiments: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------
@@ -191,12 +217,10 @@ class MlflowBackend(BaseBackend):
             tags[cv.TAG_RUN_ID] = record.run_id
         if record.guardrails_hash:
             tags[cv.TAG_GUARDRAILS] = record.guardrails_hash
-        if record.examples is not None:
-            tags[cv.TAG_EXAMPLES] = cv.EXAMPLES_PARQUET
         return list(tags.items())
 
     def _params(self, config: dict[str, Any], overflow: dict[str, str]) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
+        out: list[tuple[str, str]] = []  # keys are distinct: flatten_config and keys are 1:1
         for k, v in flatten_config(redact_config(config)).items():
             key = to_mlflow_key(k, "config")
             if len(v) > MAX_PARAM_VALUE_LENGTH:
@@ -247,16 +271,24 @@ class MlflowBackend(BaseBackend):
                 entity, tags=[InputTag("mlflow.data.context", "eval")])])
         return name, ds.digest
 
-    def _artifacts(self, run_id: str, record: RunRecord, overflow: dict[str, str],
-                   ref: str) -> None:
-        """run.json, examples.parquet, details/*.json (+ overflow values), one upload call."""
-        d = record.to_dict()
-        d["ref"] = ref
-        d["config"] = redact_config(record.config)
-        with tempfile.TemporaryDirectory(prefix="aipm-mlflow-") as tmp:
-            root = Path(tmp) / "aipm"
+    def _plan(self, record: RunRecord) -> _Plan:
+        """Keys, params, tags and the artifact files of ``record``: every error a bad input
+        can cause (a key MLflow cannot take, two names for one key, a table Parquet cannot
+        hold) is raised here, before the run exists."""
+        overflow: dict[str, str] = {}
+        params = self._params(record.config, overflow)
+        tags = self._record_tags(record, overflow)
+        metric_keys = {k: self._key(str(k)) for k in record.metrics}
+        doc = record.to_dict()
+        doc["config"] = redact_config(record.config)
+        try:
+            json.dumps(doc, allow_nan=False, default=str)
+        except ValueError as e:
+            raise DataError(f"run record cannot be stored as JSON: {e}") from e
+        tmp = tempfile.TemporaryDirectory(prefix="aipm-mlflow-")
+        try:
+            root = Path(tmp.name) / "aipm"
             (root / "details").mkdir(parents=True)
-            (root / "run.json").write_text(json.dumps(d, allow_nan=False, default=str))
             for key, value in record.details.items():
                 safe = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key))
                 (root / "details" / f"{safe}.json").write_text(
@@ -264,14 +296,23 @@ class MlflowBackend(BaseBackend):
             for rel, text in overflow.items():
                 p = root / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_text(text)
+                p.write_text(text, encoding="utf-8")
             if record.examples is not None:
                 try:
                     record.examples.to_parquet(root / "examples.parquet", index=False)
                 except Exception as e:  # noqa: BLE001 - pyarrow's many type errors
                     raise DataError(f"per-example table cannot be written as Parquet: {e}") from e
-            with self._guard("upload artifacts"):
-                self.client.log_artifacts(run_id, str(root), "aipm")
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return _Plan(params, tags, metric_keys, doc, tmp)
+
+    def _artifacts(self, run_id: str, record: RunRecord, plan: _Plan, ref: str) -> None:
+        """run.json, examples.parquet, details/*.json (+ overflow values), one upload call."""
+        doc = dict(plan.run_doc, ref=ref)
+        (plan.root / "run.json").write_text(json.dumps(doc, allow_nan=False, default=str))
+        with self._guard("upload artifacts"):
+            self.client.log_artifacts(run_id, str(plan.root), "aipm")
         if record.examples is not None:
             self._ui_table(run_id, record)
 
@@ -291,51 +332,57 @@ class MlflowBackend(BaseBackend):
             warnings.simplefilter("ignore")
             self.client.log_table(run_id, data=df, artifact_file="aipm/examples_table.json")
 
-    def _write_body(self, exp_id: str, run_id: str, record: RunRecord, resumed: bool,
-                    logged_params: dict[str, str] | None = None,
+    def _write_body(self, exp_id: str, run_id: str, record: RunRecord, plan: _Plan,
+                    resumed: bool, logged_params: dict[str, str] | None = None,
                     series: frozenset[str] = frozenset()) -> None:
         """Everything but the run itself. ``series``: metric keys already streamed (their
         latest point is the summary; logging it again at step 0 would pollute the history)."""
-        overflow: dict[str, str] = {}
-        params = self._params(record.config, overflow)
+        params = plan.params
         if logged_params:  # MLflow params are write-once: keep the first, say so
             for k, v in params:
                 if k in logged_params and logged_params[k] != v:
                     _warn(f"config '{k}' changed during the run ({logged_params[k]!r} -> {v!r});"
                           f" MLflow keeps the first value, {cv.RUN_JSON} has the final one")
             params = [(k, v) for k, v in params if k not in logged_params]
-        tags = self._record_tags(record, overflow)
         ts = cv.iso_to_ms(record.finished_at) or cv.iso_to_ms(record.created_at) \
             or int(time.time() * 1000)
-        for ps, tg in kv_batches(params, tags):
+        for ps, tg in kv_batches(params, plan.tags):
             self._log_batch(run_id, params=ps, tags=tg, op="log params/tags")
         model_id = self._logged_model(exp_id, run_id, record, resumed)
         ds_name, ds_digest = self._dataset(run_id, record)
         from mlflow.entities import Metric
 
-        metrics = [Metric(self._key(k), float(mv.value), ts, 0, model_id=model_id,
+        metrics = [Metric(plan.metric_keys[k], float(mv.value), ts, 0, model_id=model_id,
                           dataset_name=ds_name, dataset_digest=ds_digest)
-                   for k, mv in record.metrics.items() if self._key(k) not in series]
+                   for k, mv in record.metrics.items() if plan.metric_keys[k] not in series]
         for chunk in chunked(metrics, MAX_METRICS_PER_BATCH):
             self._log_batch(run_id, metrics=chunk, op="log metrics")
+        self._artifacts(run_id, record, plan, f"{cv.SCHEME}:{run_id}")
+        # tags that name artifacts: only now that the artifacts are there
         extra_tags = [(cv.TAG_RECORD, cv.RUN_JSON)]
+        if record.examples is not None:
+            extra_tags.append((cv.TAG_EXAMPLES, cv.EXAMPLES_PARQUET))
         if model_id:
             extra_tags.append((cv.TAG_LOGGED_MODEL, model_id))
-        self._artifacts(run_id, record, overflow, f"{cv.SCHEME}:{run_id}")
         self._log_batch(run_id, tags=extra_tags)
 
-    def _complete(self, run_id: str, record: RunRecord) -> None:
-        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
+    def _end(self, run_id: str, record: RunRecord) -> None:
         status = cv.TO_MLFLOW_STATUS.get(record.status)
         if status:
             end = cv.iso_to_ms(record.finished_at) or int(time.time() * 1000)
             with self._guard("end run"):
                 self.client.set_terminated(run_id, status=status, end_time=end)
 
+    def _complete(self, run_id: str, record: RunRecord) -> None:
+        """End the run, then tag it complete: ``complete`` is only ever on an ended run, so
+        a push that fails in between stays ``incomplete`` and a retry finishes it."""
+        self._end(run_id, record)
+        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
+
     def _create_run(self, exp_id: str, record: RunRecord, source_id: str,
                     status_tag: str, **more_tags: str) -> str:
         tags = {cv.TAG_STATUS: status_tag, cv.TAG_SOURCE: source_id,
-                cv.TAG_SCHEMA: "aipm.run/1", **more_tags}
+                cv.TAG_SCHEMA: "aipm.run/1", cv.TAG_KEY_FORMAT: KEY_FORMAT, **more_tags}
         with self._guard("create run"):
             run = self.client.create_run(exp_id, start_time=cv.iso_to_ms(record.created_at),
                                          tags=tags, run_name=record.name or None)
@@ -343,21 +390,30 @@ class MlflowBackend(BaseBackend):
 
     # -- Backend protocol: whole runs ------------------------------------------------
     def write_run(self, record: RunRecord, target: str | None = None) -> str:
-        """Push a run; a retry of an interrupted push finishes that run (no duplicate)."""
-        exp_id = self._experiment_id(target)
-        source_id = self._source_id(record)
-        existing = self._find_by_source(exp_id, source_id)
-        if existing is not None and existing.data.tags.get(cv.TAG_STATUS) == "complete":
-            return f"{cv.SCHEME}:{existing.info.run_id}"
-        resumed = existing is not None
-        run_id = existing.info.run_id if existing is not None else \
-            self._create_run(exp_id, record, source_id, "incomplete")
+        """Push a run; a retry of an interrupted push finishes that run (no duplicate).
+
+        A bad input (a key MLflow cannot take, a table Parquet cannot hold) is an error
+        before anything is created."""
+        plan = self._plan(record)
         try:
-            self._write_body(exp_id, run_id, record, resumed)
-            self._complete(run_id, record)
-        except AipmError as e:  # same class (exit code), with what to do next
-            raise type(e)(f"{e} -- run mlflow:{run_id} is left tagged "
-                          f"aipm.status=incomplete; push again to finish it") from e
+            exp_id = self._experiment_id(target)
+            source_id = self._source_id(record)
+            existing = self._find_by_source(exp_id, source_id)
+            if existing is not None and existing.data.tags.get(cv.TAG_STATUS) == "complete":
+                if existing.info.status == "RUNNING":  # tagged by an older plugin, never ended
+                    self._end(existing.info.run_id, record)
+                return f"{cv.SCHEME}:{existing.info.run_id}"
+            resumed = existing is not None
+            run_id = existing.info.run_id if existing is not None else \
+                self._create_run(exp_id, record, source_id, "incomplete")
+            try:
+                self._write_body(exp_id, run_id, record, plan, resumed)
+                self._complete(run_id, record)
+            except AipmError as e:  # same class (exit code), with what to do next
+                raise type(e)(f"{e} -- run mlflow:{run_id} is left tagged "
+                              f"aipm.status=incomplete; push again to finish it") from e
+        finally:
+            plan.close()
         return f"{cv.SCHEME}:{run_id}"
 
     def _get_run(self, run_id: str) -> Any:
@@ -400,6 +456,28 @@ class MlflowBackend(BaseBackend):
         raise DataError(f"per-example artifact '{path}': unknown format "
                         f"(expected .parquet, .csv, .jsonl or an MLflow table .json)")
 
+    def _artifact_exists(self, run_id: str, path: str) -> bool:
+        parent = posixpath.dirname(path)
+        with self._guard("list artifacts"):
+            names = {a.path for a in self.client.list_artifacts(run_id, parent or None)}
+        return path in names
+
+    def _read_examples_or_warn(self, run_id: str, path: str, tmp: str) -> Any:
+        """The per-example table, or None with a warning when the artifact is not there
+        (a push interrupted before its upload): compare then uses the point gate."""
+        try:
+            return self._read_examples(run_id, path, tmp)
+        except (BackendError, RunNotFoundError):  # the download failed (not the parsing)
+            try:
+                exists = self._artifact_exists(run_id, path)
+            except AipmError:
+                exists = True  # cannot tell: report the download failure
+            if exists:
+                raise
+        _warn(f"MLflow run {run_id} names per-example artifact '{path}' but it is not there "
+              f"(an interrupted push?); read without per-example data")
+        return None
+
     def read_run(self, locator: str, *, with_examples: bool = True) -> RunRecord:
         """Pull a run: aipm runs from ``aipm/run.json``; other runs through ``metric_map``."""
         run_id = self._run_id(locator)
@@ -422,7 +500,7 @@ class MlflowBackend(BaseBackend):
             if with_examples:
                 path = self._examples_path(run)
                 if path:
-                    rec.examples = self._read_examples(run_id, path, tmp)
+                    rec.examples = self._read_examples_or_warn(run_id, path, tmp)
         if rec.status == "incomplete":
             _warn(f"MLflow run {run_id} is an unfinished aipm push (aipm.status=incomplete)")
         return rec
@@ -463,6 +541,9 @@ class MlflowBackend(BaseBackend):
     # -- streaming (the Tracker) -----------------------------------------------------
     def start_run(self, record: RunRecord, target: str | None = None) -> str:
         """Create a run for streaming (``aipm.status=running``); return ``mlflow:ID``."""
+        overflow: dict[str, str] = {}
+        params = self._params(record.config, overflow)  # bad keys: an error before the run
+        tags = self._record_tags(record, overflow)
         exp_id = self._experiment_id(target)
         source_id = self._source_id(record)
         existing = self._find_by_source(exp_id, source_id) if (
@@ -471,9 +552,6 @@ class MlflowBackend(BaseBackend):
             return f"{cv.SCHEME}:{existing.info.run_id}"
         run_id = self._create_run(exp_id, record, source_id, "running",
                                   **{"aipm.streaming": "1"})
-        overflow: dict[str, str] = {}
-        params = self._params(record.config, overflow)
-        tags = self._record_tags(record, overflow)
         for ps, tg in kv_batches(params, tags):
             self._log_batch(run_id, params=ps, tags=tg, op="log params/tags")
         return f"{cv.SCHEME}:{run_id}"
@@ -488,7 +566,15 @@ class MlflowBackend(BaseBackend):
         key = self._keys.get
         metrics = []
         for p in points:
-            k = key(p.key) or self._key(p.key)
+            k = key(p.key)
+            if k is None:
+                try:
+                    k = self._key(p.key)
+                except BackendError as e:  # would block every later batch: drop, say so
+                    if p.key not in self._unwritable:
+                        self._unwritable.add(p.key)
+                        _warn(f"{e}; its points are not sent to MLflow")
+                    continue
             metrics.append(Metric(k, float(p.value), int(p.timestamp * 1000), int(p.step)))
         with self._guard("log points"):
             for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
@@ -500,28 +586,38 @@ class MlflowBackend(BaseBackend):
         """End a streamed run; with ``record``, also store its summary, details and table."""
         run_id = self._run_id(ref)
         if record is not None:
-            run = self._get_run(run_id)
-            self._write_body(run.info.experiment_id, run_id, record, resumed=True,
-                             logged_params=dict(run.data.params),
-                             series=frozenset(run.data.metrics))
-        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
-        with self._guard("end run"):
+            plan = self._plan(record)
+            try:
+                run = self._get_run(run_id)
+                self._write_body(run.info.experiment_id, run_id, record, plan, resumed=True,
+                                 logged_params=dict(run.data.params),
+                                 series=frozenset(run.data.metrics))
+            finally:
+                plan.close()
+        with self._guard("end run"):  # ended first: "complete" only ever marks an ended run
             self.client.set_terminated(run_id, status=cv.TO_MLFLOW_STATUS.get(status, "FINISHED"))
+        self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
 
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
         """Every logged point of the run's series (MLflow pages each key's history)."""
-        from .keys import from_mlflow_key
-
         run_id = self._run_id(locator)
+        run = self._get_run(run_id)
+        tags = run.data.tags
         if keys is None:
-            run = self._get_run(run_id)
-            names = [from_mlflow_key(k) for k in run.data.metrics]
+            decode = cv.key_decoder(tags)
+            pairs = [(decode(k), k) for k in run.data.metrics]
         else:
-            names = list(keys)
+            encode = cv.key_encoder(tags)
+            pairs = []
+            for name in keys:
+                try:
+                    pairs.append((name, encode(name)))
+                except BackendError:  # no such key can exist in MLflow
+                    continue
         out: list[MetricPoint] = []
-        for name in names:
+        for name, mkey in pairs:
             with self._guard(f"get metric history '{name}'"):
-                hist = self.client.get_metric_history(run_id, self._key(name))
+                hist = self.client.get_metric_history(run_id, mkey)
             out.extend(MetricPoint(name, float(m.value), int(m.step), m.timestamp / 1000.0)
                        for m in hist)
         out.sort(key=lambda p: (p.step, p.key, p.timestamp))

@@ -110,11 +110,35 @@ def _scrub_one(url: str) -> str:
     return scrub_url(url) if ("@" in url or "?" in url) else url
 
 
-def scrub_text(text: str) -> str:
-    """Remove credentials from every URL inside ``text``; cap its length."""
+def scrub_text(text: str, cap: int | None = 400) -> str:
+    """Remove credentials from every URL inside ``text``; cap its length (``cap=None``: no cap)."""
     out = _URL_IN_TEXT.sub(lambda m: _scrub_one(m.group(0)), str(text))
     out = re.sub(r"(Authorization|Bearer|Basic)\s*[:=]?\s*\S+", r"\1 ***", out)
-    return out if len(out) <= 400 else out[:400] + "…"
+    return out if cap is None or len(out) <= cap else out[:cap] + "…"
+
+
+class ScrubbedError(Exception):
+    """Stands in for an mlflow/requests exception whose text held credentials: it keeps the
+    original's type name, text (scrubbed) and traceback, so ``AIPM_DEBUG=1`` shows them."""
+
+
+def _scrubbed_cause(exc: BaseException) -> BaseException:
+    """``exc`` itself when its chain's text is clean, else a :class:`ScrubbedError` copy."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in chain and len(chain) < 20:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    if all(scrub_text(str(e), cap=None) == str(e) for e in chain):
+        return exc
+    out: BaseException | None = None
+    for e in reversed(chain):  # rebuild the chain innermost first, every text scrubbed
+        new = ScrubbedError(f"{type(e).__module__}.{type(e).__name__}: "
+                            f"{scrub_text(str(e), cap=None)}").with_traceback(e.__traceback__)
+        new.__cause__ = out
+        out = new
+    assert out is not None
+    return out
 
 
 def _first_line(text: str) -> str:
@@ -175,7 +199,8 @@ def guard(endpoint: Endpoint, op: str) -> Iterator[None]:
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - mlflow, requests, sqlalchemy, json all end here
-        raise translate(e, endpoint, op) from e
+        # the cause is shown by AIPM_DEBUG=1's traceback: never with a URL's credentials
+        raise translate(e, endpoint, op) from _scrubbed_cause(e)
 
 
 def extra(options: BackendOptions, key: str, default: Any = None) -> Any:

@@ -1,20 +1,29 @@
 """MLflow runs <-> :class:`~aipm_tracking.schema.RunRecord` (summary level, no artifacts).
 
-Runs written by aipm carry ``aipm.*`` tags; runs written by plain MLflow code are read as
-they are: their metrics renamed through ``metric_map`` (foreign name -> canonical), params
-as config, ``mlflow.runName`` as name, the first dataset input as dataset.
+Runs written by aipm carry ``aipm.*`` tags, their keys are decoded back to aipm names
+(:mod:`aipm_mlflow.keys`; ``aipm.key_format`` says which encoding); runs written by plain MLflow
+code are read as they are: their metrics renamed through ``metric_map`` (foreign name ->
+canonical), params as config (secret-looking ones redacted, DESIGN §8b), ``mlflow.runName`` as
+name, the first dataset input as dataset.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from aipm_tracking.redact import redact_config
 from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord
 
-from .keys import from_mlflow_key
+from .keys import (
+    KEY_FORMAT,
+    from_legacy_key,
+    from_mlflow_key,
+    legacy_to_mlflow_key,
+    to_mlflow_key,
+)
 
 SCHEME = "mlflow"
 #: Tag keys aipm writes (and reads back).
@@ -30,6 +39,7 @@ TAG_EXAMPLES = "aipm.examples_artifact"
 TAG_LOGGED_MODEL = "aipm.logged_model_id"
 TAG_KIND = "aipm.kind"
 TAG_RECORD = "aipm.record"  # artifact path of the full RunRecord JSON, once written
+TAG_KEY_FORMAT = "aipm.key_format"  # keys encoded by keys.to_mlflow_key (absent: older plugin)
 RUN_JSON = "aipm/run.json"
 EXAMPLES_PARQUET = "aipm/examples.parquet"
 
@@ -68,6 +78,28 @@ def is_aipm_run(run: Any) -> bool:
     return TAG_SCHEMA in run.data.tags
 
 
+def _same(key: str) -> str:
+    return key
+
+
+def key_decoder(tags: Mapping[str, str]) -> Callable[[str], str]:
+    """MLflow key -> aipm name for a run with these tags: decode only what aipm encoded."""
+    if tags.get(TAG_KEY_FORMAT) == KEY_FORMAT:
+        return from_mlflow_key
+    if TAG_SCHEMA in tags:  # written by an older version of the plugin
+        return from_legacy_key
+    return _same
+
+
+def key_encoder(tags: Mapping[str, str]) -> Callable[[str], str]:
+    """aipm name -> the MLflow key it has in a run with these tags (to read its history)."""
+    if tags.get(TAG_KEY_FORMAT) == KEY_FORMAT:
+        return to_mlflow_key
+    if TAG_SCHEMA in tags:
+        return legacy_to_mlflow_key
+    return _same
+
+
 def _dataset_of(run: Any, tags: Mapping[str, str]) -> DatasetInfo:
     raw = tags.get(TAG_DATASET)
     if raw:
@@ -96,8 +128,9 @@ def _model_of(tags: Mapping[str, str], params: Mapping[str, str], name: str) -> 
 
 
 def map_metrics(raw: Mapping[str, float], metric_map: Mapping[str, str],
-                aipm_written: bool) -> dict[str, MetricValue]:
-    """MLflow metric keys -> canonical names; ``metric_map`` entries win over plain names."""
+                decode: Callable[[str], str] = _same) -> dict[str, MetricValue]:
+    """MLflow metric keys -> canonical names (``decode``: see :func:`key_decoder`);
+    ``metric_map`` entries win over plain names."""
     out: dict[str, MetricValue] = {}
     mapped: set[str] = set()
     for key, value in raw.items():
@@ -108,7 +141,7 @@ def map_metrics(raw: Mapping[str, float], metric_map: Mapping[str, str],
     for key, value in raw.items():
         if key in metric_map:
             continue
-        canon = from_mlflow_key(key) if aipm_written else key
+        canon = decode(key)
         if canon not in mapped:
             out[canon] = MetricValue(float(value))
     return out
@@ -119,17 +152,17 @@ def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunR
     info, data = run.info, run.data
     tags: dict[str, str] = dict(data.tags)
     params: dict[str, str] = dict(data.params)
-    aipm_written = TAG_SCHEMA in tags
+    decode = key_decoder(tags)
     name = tags.get("mlflow.runName") or getattr(info, "run_name", None) or info.run_id
-    user_tags = {k: v for k, v in tags.items()
+    user_tags = {decode(k): v for k, v in tags.items()
                  if not k.startswith(("mlflow.", "aipm.")) or k == "aipm.source_ref"}
     return RunRecord(
         run_id=info.run_id,
         name=str(name),
         model=_model_of(tags, params, str(name)),
         dataset=_dataset_of(run, tags),
-        metrics=map_metrics(data.metrics, metric_map or {}, aipm_written),
-        config=dict(params),
+        metrics=map_metrics(data.metrics, metric_map or {}, decode),
+        config=redact_config({decode(k): v for k, v in params.items()}),
         tags=user_tags,
         guardrails_hash=tags.get(TAG_GUARDRAILS) or None,
         created_at=ms_to_iso(info.start_time) or "",

@@ -2,8 +2,21 @@
 
 Pure Python (no mlflow import) so it is cheap to test. MLflow accepts metric/param/tag keys
 made of letters, digits, ``_ - . / :`` and spaces, at most 250 characters, that stay the same
-under path normalisation; aipm's per-slice metric names (``accuracy[slice=de]``) are not
-valid there, so they are written as ``accuracy/slice:de`` and read back the other way.
+under path normalisation. aipm accepts any name, so :func:`to_mlflow_key` maps names onto
+MLflow keys **injectively** (two names never share a key) and :func:`from_mlflow_key` gives
+the exact name back:
+
+* per-slice metric names ``accuracy[slice=de]`` are written ``accuracy/slice:de`` (readable
+  in MLflow's UI); that is the only place a key has a bare ``:``;
+* every other character MLflow refuses, a ``:`` in a plain name, a ``/`` that would not
+  survive path normalisation (leading, trailing, doubled), a ``.``/``..`` path segment and the
+  escape character ``ǀ`` (U+01C0) itself become ``ǀHEXǀ`` (the code point in lowercase hex):
+  ``loss@train`` -> ``lossǀ40ǀtrain``, ``val/f1:macro`` -> ``val/f1ǀ3aǀmacro``. Names made of
+  MLflow's characters only (``train/loss``, ``val_acc``) are written as they are.
+
+Runs written with this encoding carry the tag ``aipm.key_format=2``; runs written by older
+versions of the plugin (``_`` for refused characters, any ``a/b:c`` read as a slice) are read
+with :func:`from_legacy_key`, and runs written by other code are read as they are.
 """
 
 from __future__ import annotations
@@ -29,7 +42,14 @@ MAX_BATCH_BYTES = 800_000
 _VALID_KEY = re.compile(r"^[/\w.\- :]*$")
 _SLICE_NAME = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<dim>[A-Za-z_][\w.-]*)=(?P<val>[^\]]*)\]$")
 _SLICE_KEY = re.compile(r"^(?P<base>[^/]+)/(?P<dim>[A-Za-z_][\w.-]*):(?P<val>.+)$")
+_DIM = re.compile(r"^[A-Za-z_][\w.-]*$")
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")
+_PLAIN_CHAR = re.compile(r"^[\w.\- ]$")
+#: The escape character: a letter for MLflow (``\w``), so escaped keys are valid keys.
+ESC = "\u01c0"
+_ESCAPED = re.compile(ESC + r"([0-9a-f]{1,6})" + ESC)
+#: Value of the tag ``aipm.key_format`` on runs whose keys use this module's encoding.
+KEY_FORMAT = "2"
 
 T = TypeVar("T")
 
@@ -42,12 +62,83 @@ def is_valid_key(key: str) -> bool:
     return not (norm != key or norm == "." or norm.startswith("..") or norm.startswith("/"))
 
 
-def to_mlflow_key(name: str, what: str = "metric") -> str:
-    """aipm name -> MLflow key (``accuracy[slice=de]`` -> ``accuracy/slice:de``).
+def _esc_char(c: str) -> str:
+    return f"{ESC}{ord(c):x}{ESC}"
 
-    Characters MLflow refuses become ``_``; a name that still cannot be written (too long,
-    empty) raises :class:`BackendError` naming it. Never truncates.
+
+def _escape(text: str, *, slashes: bool) -> str:
+    """``text`` with every character MLflow refuses (and ``:``, ``ǀ``) escaped. With
+    ``slashes``, a ``/`` between two non-empty segments stays a path separator."""
+    n = len(text)
+    segments: list[str] = []
+    cur: list[str] = []
+    for i, c in enumerate(text):
+        if c == "/" and slashes and 0 < i < n - 1 and text[i - 1] != "/":
+            segments.append("".join(cur))
+            cur = []
+            continue
+        cur.append(c)
+    segments.append("".join(cur))
+    out: list[str] = []
+    for j, seg in enumerate(segments):
+        chars = [c if c != ESC and _PLAIN_CHAR.match(c) else _esc_char(c) for c in seg]
+        # "." / ".." segments and a leading ".." are changed by path normalisation
+        if seg in (".", "..") or (j == 0 and seg.startswith("..")):
+            chars[0] = _esc_char(".")
+        out.append("".join(chars))
+    return "/".join(out)
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _encode(name: str) -> str:
+    m = _SLICE_NAME.match(name)
+    if m:
+        return (f"{_escape(m['base'], slashes=True)}/{m['dim']}:"
+                f"{_escape(m['val'], slashes=False)}")
+    return _escape(name, slashes=True)
+
+
+def to_mlflow_key(name: str, what: str = "metric") -> str:
+    """aipm name -> MLflow key, injective (see the module doc): ``accuracy[slice=de]`` ->
+    ``accuracy/slice:de``, ``loss@train`` -> ``lossǀ40ǀtrain``.
+
+    A name whose key is too long (or empty) raises :class:`BackendError` naming it. Never
+    truncates.
     """
+    key = _encode(name)
+    if len(key) > MAX_KEY_LENGTH:
+        grew = "" if key == name else f" once written for MLflow ({key[:40]!r}...)"
+        raise BackendError(f"{what} key {name!r} is {len(key)} characters{grew}; MLflow allows "
+                           f"{MAX_KEY_LENGTH} (rename it)")
+    if not is_valid_key(key):
+        raise BackendError(f"{what} key {name!r} cannot be written to MLflow")
+    return key
+
+
+def from_mlflow_key(key: str) -> str:
+    """MLflow key written by :func:`to_mlflow_key` -> the aipm name it was written for.
+
+    Keys :func:`to_mlflow_key` cannot have produced are returned unchanged.
+    """
+    try:
+        if ":" in key:
+            head, _, val = key.partition(":")
+            base, slash, dim = head.rpartition("/")
+            if not slash or not _DIM.match(dim) or ":" in val:
+                return key
+            name = f"{_unescape(base)}[{dim}={_unescape(val)}]"
+        else:
+            name = _unescape(key)
+        return name if to_mlflow_key(name) == key else key
+    except (BackendError, ValueError, OverflowError):
+        return key
+
+
+def legacy_to_mlflow_key(name: str) -> str:
+    """The key older versions of the plugin wrote for ``name`` (to find their series)."""
     key = name
     m = _SLICE_NAME.match(name)
     if m:
@@ -56,16 +147,11 @@ def to_mlflow_key(name: str, what: str = "metric") -> str:
         key = _BAD_CHARS.sub("_", key)
         key = re.sub(r"/+", "/", key).strip("/") or "_"
         key = "/".join(p if p not in (".", "..") else p.replace(".", "_") for p in key.split("/"))
-    if len(key) > MAX_KEY_LENGTH:
-        raise BackendError(f"{what} key {name!r} is {len(key)} characters; MLflow allows "
-                           f"{MAX_KEY_LENGTH} (rename it)")
-    if not is_valid_key(key):
-        raise BackendError(f"{what} key {name!r} cannot be written to MLflow")
     return key
 
 
-def from_mlflow_key(key: str) -> str:
-    """MLflow key written by :func:`to_mlflow_key` -> aipm name (``a/slice:de`` -> ``a[slice=de]``)."""
+def from_legacy_key(key: str) -> str:
+    """Name of a key written by older versions of the plugin (``a/slice:de`` -> ``a[slice=de]``)."""
     m = _SLICE_KEY.match(key)
     if m:
         return f"{m['base']}[{m['dim']}={m['val']}]"
@@ -73,19 +159,34 @@ def from_mlflow_key(key: str) -> str:
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> flat ``{"a.b": "value"}`` strings (lists/others as JSON)."""
+    """Nested config -> flat ``{"a.b": "value"}`` strings (lists/others as JSON).
+
+    Two entries that flatten to the same name (``{"a": {"b": 1}, "a.b": 2}``) are a
+    :class:`BackendError` naming it: MLflow would keep only one of them.
+    """
     out: dict[str, str] = {}
     for k, v in config.items():
         name = f"{prefix}{k}"
         if isinstance(v, Mapping) and v:
-            out.update(flatten_config(v, prefix=f"{name}."))
-        elif isinstance(v, str):
+            for sub, text in flatten_config(v, prefix=f"{name}.").items():
+                _put_once(out, sub, text)
+            continue
+        if name in out:
+            _put_once(out, name, "")
+        if isinstance(v, str):
             out[name] = v
         elif isinstance(v, (bool, int, float)) or v is None:
             out[name] = json.dumps(v)
         else:
             out[name] = json.dumps(v, default=str, sort_keys=True)
     return out
+
+
+def _put_once(out: dict[str, str], name: str, value: str) -> None:
+    if name in out:
+        raise BackendError(f"config key {name!r} appears twice once nested keys are joined "
+                           f"with '.' (MLflow params are flat): rename one")
+    out[name] = value
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
