@@ -37,7 +37,8 @@ class FakeRun:
     tags: list[str] = field(default_factory=list)
     created_at: str = "2026-01-01T00:00:00"
     files: dict[str, bytes] = field(default_factory=dict)  # name -> content
-    # logged artifacts: {"name", "type", "entries": {path: bytes}}
+    # logged artifacts: {"name", "type", "entries": {path: bytes}, "version": N (default
+    # 0)}, listed in this order; the highest version of a name carries the alias "latest"
     artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     def node(self, full: bool = True) -> dict[str, Any]:
@@ -157,9 +158,11 @@ class FakeWandbServer:
                 "pageInfo": {"__typename": "PageInfo", "endCursor": str(len(edges)),
                              "hasNextPage": False}}}}}}
         if op == "GetArtifactMembershipFileUrls":
+            alias = variables.get("alias")
             found = next(((r, i, a) for r in self.runs.values() if r.entity == ent
                           and r.project == proj for i, a in enumerate(r.artifacts)
-                          if a["name"] == variables.get("collection")), None)
+                          if a["name"] == variables.get("collection")
+                          and alias in (None, *self._aliases(r, a))), None)
             if found is None:
                 return {"data": {"project": {"artifactCollection": None}}}
             r, i, a = found
@@ -244,22 +247,31 @@ class FakeWandbServer:
         return {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
                 "storagePolicyConfig": {"storageLayout": "V2"}, "contents": contents}
 
+    @staticmethod
+    def _aliases(run: FakeRun, a: dict[str, Any]) -> list[str]:
+        """``vN``, plus ``latest`` on the highest version of the name."""
+        v = int(a.get("version", 0))
+        top = max(int(b.get("version", 0)) for b in run.artifacts if b["name"] == a["name"])
+        return [f"v{v}", "latest"] if v == top else [f"v{v}"]
+
     def _artifact_node(self, run: FakeRun, i: int, a: dict[str, Any]) -> dict[str, Any]:
         project = {"id": "1", "internalId": "1", "name": run.project,
                    "entity": {"name": run.entity}}
         seq = {"__typename": "ArtifactSequence", "name": a["name"], "project": project}
         return {
             "__typename": "Artifact", "id": f"art-{run.run_id}-{i}", "artifactSequence": seq,
-            "versionIndex": 0, "artifactType": {"name": a["type"]}, "description": None,
+            "versionIndex": int(a.get("version", 0)), "artifactType": {"name": a["type"]},
+            "description": None,
             "metadata": "{}", "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [],
             "historyStep": 0, "state": "COMMITTED",
             "size": sum(len(b) for b in a["entries"].values()),
             "digest": f"digest{i}", "commitHash": f"commit{i}",
             "fileCount": len(a["entries"]), "createdAt": run.created_at,
             "updatedAt": run.created_at,
-            "aliases": [{"__typename": "ArtifactAlias", "id": f"alias{i}", "alias": "latest",
+            "aliases": [{"__typename": "ArtifactAlias", "id": f"alias{i}-{alias}", "alias": alias,
                          "artifactCollection": {"__typename": "ArtifactSequence",
-                                                "name": a["name"], "project": project}}]}
+                                                "name": a["name"], "project": project}}
+                        for alias in self._aliases(run, a)]}
 
     def file_stream(self, path: str, raw: bytes) -> None:
         """``POST /files/E/P/R/file_stream``: history lines, summary, exit state."""

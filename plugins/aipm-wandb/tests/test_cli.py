@@ -111,10 +111,13 @@ def test_log_with_guardrails_fills_the_guardrail_table(
     lr = read_local_run(out.strip().splitlines()[-1].split(":", 1)[1])
     table = read_table_file(lr.run_dir, lr.summary["aipm/guardrails"])
     rows = {r[0]: r for r in table.itertuples(index=False)}
-    assert list(table.columns) == ["metric", "threshold", "value", "verdict"]
+    # all six fields of details["guardrails"] (DESIGN §11)
+    assert list(table.columns) == ["metric", "threshold", "value", "verdict", "severity",
+                                   "reason"]
     assert rows["accuracy"][1] == "min 0.5 · max_regression 0.01"
     assert rows["accuracy"][2] == pytest.approx((df.label == df.prediction).mean())
     assert rows["accuracy"][3] == "pass"
+    assert rows["accuracy"][4] == "block" and rows["accuracy"][5] == "within bounds"
     assert rows["latency_ms_p95"][2] == pytest.approx(np.percentile(df.latency_ms, 95))
     assert rows["latency_ms_p95"][3] == "pass"
 

@@ -87,8 +87,8 @@ def test_review_tables_and_plots(offline: Path, examples: pd.DataFrame) -> None:
     assert tab["correct"].sum() == examples["correct"].sum()
 
     g = read_table_file(lr.run_dir, lr.summary["aipm/guardrails"])
-    assert list(g.columns) == ["metric", "threshold", "value", "verdict"]
-    assert g.iloc[0].tolist()[::3] == ["accuracy", "breach"]
+    assert list(g.columns) == ["metric", "threshold", "value", "verdict", "severity", "reason"]
+    assert g.iloc[0].tolist()[:4:3] == ["accuracy", "breach"]
 
     # confusion matrix: the Table behind wandb's confusion_matrix chart, cell by cell
     cm_ref = lr.summary["aipm/confusion_matrix_table"]

@@ -20,6 +20,7 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aipm_tracking.backends.base import BackendOptions, BaseBackend
@@ -28,6 +29,41 @@ from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 
 from . import convert
 from .offline import LocalRun, find_log, read_local_run, read_table_file
+from .scrub import scrub_message
+
+#: W&B run states -> aipm statuses (``schema.RUN_STATUSES``); any other is ``incomplete``.
+_STATES = {"finished": "finished", "running": "running", "crashed": "failed",
+           "failed": "failed", "killed": "killed"}
+
+
+def wandb_status(state: Any) -> str:
+    """The aipm status of a W&B run state (``crashed`` -> ``failed``, ``pending`` ->
+    ``incomplete`` ...): the same for ``runs show`` and ``runs list``."""
+    return _STATES.get(str(state or ""), "incomplete")
+
+
+@dataclass
+class _Stream:
+    """What this process sent to one streaming run (``log_points``)."""
+
+    #: W&B's current step: it drops a point at a lower step (None: not read from the run yet)
+    step: int | None = None
+    #: per key, the last value W&B holds (what its summary shows)
+    delivered: dict[str, float] = field(default_factory=dict)
+    #: per key, the last value in logging order and whether W&B dropped it
+    last_seen: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    dropped: int = 0
+    warned: int = 0
+    warned_keys: set[frozenset[str]] = field(default_factory=set)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _some(items: Sequence[Any], n: int = 10) -> str:
+    shown = ", ".join(str(x) for x in items[:n])
+    return shown + (f", … ({len(items)} in all)" if len(items) > n else "")
 
 
 def _points_from_rows(rows: Sequence[dict[str, Any]],
@@ -56,6 +92,7 @@ class WandbBackend(BaseBackend):
         self.options = options or BackendOptions()
         self.extra = dict(self.options.extra or {})
         self._live: dict[str, Any] = {}  # ref -> open wandb run (streaming)
+        self._streams: dict[str, _Stream] = {}  # ref -> what log_points sent to it
         self._api: Any = None
 
     # -- locators --------------------------------------------------------------------
@@ -142,9 +179,7 @@ class WandbBackend(BaseBackend):
                 warnings.warn(f"W&B run '{e}/{p}/{r}' has an unreadable {convert.RUN_JSON}",
                               AipmWarning, stacklevel=2)
         summary = dict(run.summary_metrics or {})
-        state = str(getattr(run, "state", "") or "")
-        status = {"finished": "finished", "running": "running", "crashed": "failed",
-                  "failed": "failed", "killed": "killed"}.get(state, "incomplete")
+        status = wandb_status(getattr(run, "state", ""))
         rec = convert.record_from_wandb(
             run_id=r, ref=f"wandb:{e}/{p}/{r}", display_name=str(run.name or r),
             config=dict(run.config or {}), summary=summary,
@@ -233,13 +268,15 @@ class WandbBackend(BaseBackend):
         api = self._api_()
         for run in remote.iter_runs(api, f"{entity}/{project}", filters=filters,
                                     per_page=per_page, limit=limit, quiet=self.options.quiet):
-            state = str(getattr(run, "state", "") or "")
-            yield convert.record_from_wandb(
+            status = wandb_status(getattr(run, "state", ""))
+            rec = convert.record_from_wandb(
                 run_id=run.id, ref=f"wandb:{entity}/{project}/{run.id}",
                 display_name=str(run.name or run.id), config=dict(run.config or {}),
                 summary=dict(run.summary_metrics or {}), metric_map=self.options.metric_map,
-                created_at=convert.iso_time(getattr(run, "created_at", None)),
-                status="finished" if state == "finished" else (state or "incomplete"))
+                created_at=convert.iso_time(getattr(run, "created_at", None)), status=status)
+            if status != "finished" and rec.status in ("finished", "running"):
+                rec.status = status  # as _read_remote: the server's state wins
+            yield rec
 
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
         local = self._local_path(locator)
@@ -264,9 +301,10 @@ class WandbBackend(BaseBackend):
 
                 return load_run(name).examples
             except Exception as e:  # noqa: BLE001 - a missing baseline must not block a push
-                warnings.warn(f"baseline '{name}' named by run '{record.name}' could not be "
-                              f"loaded ({e}); the changed-outcome column is left out",
-                              AipmWarning, stacklevel=3)
+                warnings.warn(scrub_message(
+                    f"baseline '{name}' named by run '{record.name}' could not be loaded "
+                    f"({e}); the changed-outcome column is left out"), AipmWarning,
+                    stacklevel=3)
         return None
 
     def write_run(self, record: RunRecord, target: str | None = None) -> str:
@@ -289,11 +327,22 @@ class WandbBackend(BaseBackend):
         convert.parse_project(target)
         run = writer.new_record_run(record, target, self.extra)
         ref = writer.run_ref(run)
+        try:  # offline: the run's target, in case wandb-core never writes a block
+            writer.save_target(run, target, record.name)
+        except Exception as e:  # noqa: BLE001 - only needed to resume a killed run
+            warnings.warn(f"could not write '{writer.TARGET_FILE}' for W&B run {ref} ({e}); "
+                          f"if this process is killed early, `aipm sync` cannot reopen the run",
+                          AipmWarning, stacklevel=2)
         self._live[ref] = run
+        self._streams[ref] = _Stream()
         return ref
 
+    @staticmethod
+    def _key(ref: str) -> str:
+        return ref if ref.startswith("wandb:") else f"wandb:{ref}"
+
     def _live_run(self, ref: str) -> Any:
-        key = ref if ref.startswith("wandb:") else f"wandb:{ref}"
+        key = self._key(ref)
         run = self._live.get(key)
         if run is None:  # a run started by another process (aipm sync replays a spool)
             from . import writer
@@ -302,14 +351,74 @@ class WandbBackend(BaseBackend):
         return run
 
     def log_points(self, ref: str, points: Sequence[MetricPoint]) -> None:
-        """One ``run.log`` per step: points grouped by step, steps in increasing order."""
+        """One ``run.log`` per step: points grouped by step, steps in increasing order.
+
+        Values go as they are: NaN and ±inf included (W&B stores both). W&B drops a point
+        whose step is below the run's current step (a step logged before, or a negative
+        one) with a warning that the quiet settings silence; such points are not sent: an
+        ``AipmWarning`` names them (once per run and key set, with counts) and
+        :meth:`finish_run` keeps their values out of the run's summary.
+        """
         run = self._live_run(ref)
+        key = self._key(ref)
+        st = self._streams.setdefault(key, _Stream())
+        if st.step is None:  # a resumed run continues at the step it reached
+            st.step = max(0, int(getattr(run, "starting_step", 0) or 0))
+        floor = st.step
         by_step: dict[int, dict[str, float]] = defaultdict(dict)
+        late: list[MetricPoint] = []
         for p in points:
-            v = float(p.value)
-            by_step[int(p.step)][str(p.key)] = v if math.isfinite(v) else float("nan")
+            k, v, s = str(p.key), float(p.value), int(p.step)
+            if s < floor:
+                late.append(p)
+                st.last_seen[k] = (v, True)
+            else:
+                by_step[s][k] = v
+                st.last_seen[k] = (v, False)
         for step in sorted(by_step):
             run.log(by_step[step], step=step)
+            st.step = step  # the same step again still merges into this row
+            st.delivered.update(by_step[step])
+        if late:
+            self._warn_late(key, st, late, floor)
+
+    @staticmethod
+    def _warn_late(ref: str, st: _Stream, late: Sequence[MetricPoint], floor: int) -> None:
+        st.dropped += len(late)
+        keys = frozenset(str(p.key) for p in late)
+        if keys in st.warned_keys:
+            return
+        st.warned_keys.add(keys)
+        st.warned += len(late)
+        steps = sorted({int(p.step) for p in late})
+        warnings.warn(
+            f"W&B run {ref}: {len(late)} point(s) of {_some(sorted(keys))} at step(s) "
+            f"{_some(steps)} not logged: W&B keeps only steps at or above the run's current "
+            f"step ({floor}), never a negative one, and drops the rest; they are left out of "
+            f"the run's summary too (further drops of these keys are counted, not repeated)",
+            AipmWarning, stacklevel=3)
+
+    @staticmethod
+    def _summary_consistent(st: _Stream, record: RunRecord) -> RunRecord:
+        """``record`` with each metric whose last logged value W&B dropped set to the last
+        value W&B holds for that key (left out when it holds none): the summary never
+        shows a value that is missing from the run's history."""
+        import dataclasses
+
+        from aipm_tracking.schema import MetricValue
+
+        metrics = dict(record.metrics)
+        changed = False
+        for k, (v, dropped) in st.last_seen.items():
+            mv = metrics.get(k)
+            if not dropped or mv is None or not _same(float(mv.value), v):
+                continue
+            changed = True
+            if k in st.delivered:
+                metrics[k] = MetricValue(st.delivered[k])
+            else:
+                del metrics[k]
+        return dataclasses.replace(record, metrics=metrics) if changed else record
 
     def alert(self, ref: str, title: str, text: str) -> None:
         """``run.alert`` on a streaming run (the Tracker's guardrail breach mid-training)."""
@@ -324,13 +433,21 @@ class WandbBackend(BaseBackend):
         from . import writer
 
         run = self._live_run(ref)
-        key = ref if ref.startswith("wandb:") else f"wandb:{ref}"
+        key = self._key(ref)
+        st = self._streams.get(key)
         try:
+            if st is not None and st.dropped > st.warned:
+                warnings.warn(f"W&B run {key}: {st.dropped} point(s) in all were not logged "
+                              f"(steps below the run's current step)", AipmWarning,
+                              stacklevel=2)
             if record is not None:
+                if st is not None:
+                    record = self._summary_consistent(st, record)
                 writer.write_record(run, record, self._baseline_examples(record))
         finally:
             writer.finish(run, 0 if status == "finished" else 1)
             self._live.pop(key, None)
+            self._streams.pop(key, None)
 
     def write_comparison(self, comparison: Comparison, target: str | None = None) -> str:
         from . import writer

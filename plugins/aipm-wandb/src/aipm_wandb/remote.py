@@ -9,10 +9,12 @@
   and also pass the wait min/max settings (measured on 0.31: the retry count is honoured,
   the 5xx backoff starts at ~2 s regardless); a final failure is one BackendError line;
 * full history through ``run.scan_history`` (all rows, paged); logged tables from their
-  ``run_table`` artifacts (entry ``KEY.table.json``, downloaded to a temporary directory),
-  else from the table JSON stored as a run
-  file; the aipm files (``aipm/run.json``, ``aipm/examples.parquet``); run listing paged with
-  ``api.runs(path, per_page=…)`` and a rich progress bar on a TTY.
+  ``run_table`` artifacts (entry ``KEY.table.json``, downloaded to a temporary directory;
+  the version the summary's table ref names, else the newest), else from the table JSON
+  stored as a run file; the aipm files (``aipm/run.json``, ``aipm/examples.parquet``);
+  run listing paged with ``api.runs(path, per_page=…)`` and a rich progress bar on a TTY;
+* error messages carry wandb's own text with every URL and secret masked
+  (:mod:`aipm_wandb.scrub`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aipm_tracking.errors import BackendError, DataError, RunNotFoundError
-from aipm_tracking.redact import scrub_url
+
+from .scrub import error_line, remember_secret, remember_url, scrub_message
 
 DEFAULT_RETRY_MAX = 6
 DEFAULT_WAIT_MIN_S = 1.0
@@ -56,6 +59,7 @@ def make_api(extra: Mapping[str, Any]) -> Any:
     from wandb.sdk import wandb_setup
 
     url = base_url(extra)
+    remember_url(url)  # its credentials are masked in every later message
     overrides = {"base_url": url} if url else None
     glob = wandb_setup.singleton().settings
     wanted = _retry_settings(extra)
@@ -63,18 +67,23 @@ def make_api(extra: Mapping[str, Any]) -> Any:
     try:
         for k, v in wanted.items():  # Api copies the global settings at construction
             setattr(glob, k, v)
-        return wandb.Api(overrides=overrides, timeout=int(extra.get("timeout_s", 60)))
+        api = wandb.Api(overrides=overrides, timeout=int(extra.get("timeout_s", 60)))
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"cannot connect to W&B at {scrub_url(url or 'the default server')}: "
-                           f"{_first_line(e)}") from None
+        raise _fail(f"cannot connect to W&B at {url or 'the default server'}", e, url) from None
     finally:
         for k, v in saved.items():
             setattr(glob, k, v)
+    try:
+        remember_secret(getattr(api, "api_key", None))  # as wandb resolved it (env, netrc)
+    except Exception:  # noqa: BLE001 - only a better mask; never a reason to fail
+        pass
+    return api
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
+def _fail(what: str, e: BaseException, *urls: str | None) -> BackendError:
+    """``BackendError("WHAT: <first line of e>")``, the whole text scrubbed: wandb repeats
+    the configured URL (credentials included) and request details in its messages."""
+    return BackendError(scrub_message(f"{what}: {error_line(e, *urls)}", *urls))
 
 
 def _is_not_found(e: BaseException) -> bool:
@@ -88,7 +97,7 @@ def get_run(api: Any, path: str) -> Any:
     except Exception as e:  # noqa: BLE001 - wandb.errors.CommError and friends
         if _is_not_found(e):
             raise RunNotFoundError(f"W&B run '{path}' not found") from None
-        raise BackendError(f"W&B request for run '{path}' failed: {_first_line(e)}") from None
+        raise _fail(f"W&B request for run '{path}' failed", e) from None
 
 
 def download(run: Any, name: str) -> bytes | None:
@@ -108,58 +117,95 @@ def download(run: Any, name: str) -> bytes | None:
         if (_is_not_found(e) or "no file" in text or "list index out of range" in text
                 or isinstance(e, (KeyError, IndexError))):
             return None
-        raise BackendError(f"W&B download of '{name}' from run '{run.id}' failed: "
-                           f"{_first_line(e)}") from None
+        raise _fail(f"W&B download of '{name}' from run '{run.id}' failed", e) from None
 
 
 def run_files(run: Any) -> set[str]:
     try:
         return {f.name for f in run.files()}
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"W&B file listing of run '{run.id}' failed: {_first_line(e)}") from None
+        raise _fail(f"W&B file listing of run '{run.id}' failed", e) from None
 
 
-def _artifact_table(run: Any, key: str) -> Any:
+def _version_no(art: Any) -> int:
+    """The artifact's version index (``v3`` -> 3); -1 when it says none."""
+    import re
+
+    texts: list[str] = []
+    try:
+        texts.append(str(art.version))
+    except Exception:  # noqa: BLE001 - an artifact object without a logged version
+        pass
+    texts.append(str(getattr(art, "name", "")).rpartition(":")[2])
+    for text in texts:
+        m = re.fullmatch(r"v(\d+)", text)
+        if m:
+            return int(m.group(1))
+    return -1
+
+
+def _ref_artifact_id(ref: Mapping[str, Any]) -> str | None:
+    """The server artifact id in a table ref's ``artifact_path`` (``wandb-artifact://ID/…``)."""
+    path = str(ref.get("artifact_path") or "")
+    if path.startswith("wandb-artifact://"):
+        return path[len("wandb-artifact://"):].split("/", 1)[0].split(":", 1)[0] or None
+    return None
+
+
+def _artifact_table(run: Any, key: str, ref: Mapping[str, Any] | None = None) -> Any:
     """The table logged under ``key`` from the run's ``run_table`` artifact, or None.
 
     W&B names the artifact ``run-RUNID-KEY`` (KEY stripped of characters such as ``/``,
-    wandb >= 0.2x may append a suffix) and the entry ``KEY.table.json``.
+    wandb >= 0.2x may append a suffix) and the entry ``KEY.table.json``; each
+    ``run.log`` of the key adds a version. The version read is the one the summary's table
+    ref (``ref``) names: the artifact its ``artifact_path`` names, else the version whose
+    entry has the ref's ``sha256`` (newest first); a ref naming neither takes the newest
+    version (highest version index), whatever order the server lists them in. None when no
+    version matches: the caller reads the run file the ref names.
     """
+    import hashlib
     import re
 
+    from .offline import table_json_to_frame
+
+    ref = ref or {}
     entry = f"{key}.table.json"
     prefix = f"run-{run.id}-{re.sub(r'[^A-Za-z0-9_.-]', '', key)}"
     try:
         arts = [a for a in run.logged_artifacts() if getattr(a, "type", "") == "run_table"]
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"W&B artifact listing of run '{run.id}' failed: "
-                           f"{_first_line(e)}") from None
-    for art in arts:
-        if not str(art.name).split(":")[0].startswith(prefix):
-            continue
-        from .offline import table_json_to_frame
-
+        raise _fail(f"W&B artifact listing of run '{run.id}' failed", e) from None
+    cands = [a for a in arts if str(a.name).split(":")[0].startswith(prefix)]
+    cands.sort(key=_version_no, reverse=True)  # newest first
+    want_id = _ref_artifact_id(ref)
+    if want_id:  # the named artifact first (a stable sort keeps the rest newest first)
+        cands.sort(key=lambda a: str(getattr(a, "id", "")) != want_id)
+    want_sha = str(ref.get("sha256") or "").lower()
+    for art in cands:
         try:
-            found = entry in art.manifest.entries
-            if not found:
+            if entry not in art.manifest.entries:
                 continue
             with tempfile.TemporaryDirectory(prefix="aipm-wandb-") as tmp:
                 # never wandb's default ./artifacts in the working directory
                 path = art.get_entry(entry).download(root=tmp)
-                with open(path, encoding="utf-8") as fh:
-                    doc = json.load(fh)
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            if want_sha and hashlib.sha256(data).hexdigest() != want_sha:
+                continue  # another version than the one the summary references
+            doc = json.loads(data)
         except Exception as e:  # noqa: BLE001
-            raise BackendError(f"W&B artifact '{art.name}' of run '{run.id}' could not be "
-                               f"read: {_first_line(e)}") from None
+            raise _fail(f"W&B artifact '{art.name}' of run '{run.id}' could not be read",
+                        e) from None
         return table_json_to_frame(doc, f"{art.name}/{entry}")
     return None
 
 
 def read_table(run: Any, key: str, ref: Mapping[str, Any]) -> Any:
-    """A logged table -> DataFrame: from its ``run_table`` artifact, else the run's file."""
+    """A logged table -> DataFrame: from its ``run_table`` artifact (the version ``ref``
+    names), else the run file ``ref["path"]``."""
     from .offline import table_json_to_frame
 
-    df = _artifact_table(run, key)
+    df = _artifact_table(run, key, ref)
     if df is not None:
         return df
     path = str(ref.get("path") or "")
@@ -177,8 +223,7 @@ def scan_history(run: Any, page_size: int = 1000) -> list[dict[str, Any]]:
     try:
         return list(run.scan_history(page_size=page_size))
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"W&B history of run '{run.id}' could not be read: "
-                           f"{_first_line(e)}") from None
+        raise _fail(f"W&B history of run '{run.id}' could not be read", e) from None
 
 
 def iter_runs(api: Any, path: str, *, filters: dict[str, Any] | None, per_page: int,
@@ -189,7 +234,7 @@ def iter_runs(api: Any, path: str, *, filters: dict[str, Any] | None, per_page: 
                         lazy=False)
         total = len(runs)
     except Exception as e:  # noqa: BLE001
-        raise BackendError(f"W&B run listing of '{path}' failed: {_first_line(e)}") from None
+        raise _fail(f"W&B run listing of '{path}' failed", e) from None
     if limit is not None:
         total = min(total, limit)
     show = not quiet and sys.stderr.isatty() and total > 0
@@ -211,8 +256,7 @@ def iter_runs(api: Any, path: str, *, filters: dict[str, Any] | None, per_page: 
             except StopIteration:
                 break
             except Exception as e:  # noqa: BLE001
-                raise BackendError(f"W&B run listing of '{path}' failed: "
-                                   f"{_first_line(e)}") from None
+                raise _fail(f"W&B run listing of '{path}' failed", e) from None
             n += 1
             if progress is not None and task is not None:
                 progress.advance(task)

@@ -25,6 +25,7 @@ from .convert import (
     record_summary,
     record_tags,
 )
+from .scrub import error_line, remember_url, scrub_message
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -32,6 +33,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from aipm_tracking.schema import Comparison, RunRecord
 
 EXAMPLES_KEY = "aipm/examples"
+#: Beside an offline run's ``.wandb`` log: where the run goes (``ENTITY/PROJECT``) and its
+#: name, written when a streaming run starts, so ``aipm sync`` can reopen a run that was
+#: killed before wandb-core wrote its first block (the log then names no project).
+TARGET_FILE = "aipm-target.json"
+#: The columns of the ``aipm/guardrails`` table (the fields of ``details["guardrails"]``).
+GUARDRAIL_COLUMNS = ["metric", "threshold", "value", "verdict", "severity", "reason"]
 
 
 def _wandb() -> Any:
@@ -48,6 +55,7 @@ def _settings(wandb: Any, extra: Mapping[str, Any] | None = None) -> Any:
     url = (extra or {}).get("base_url") or os.environ.get("WANDB_BASE_URL")
     if url:
         kw["base_url"] = url
+        remember_url(url)  # its credentials are masked in every later message
     return wandb.Settings(silent=True, console="off", save_code=False, disable_git=True,
                           x_disable_stats=True, x_disable_meta=True,
                           disable_job_creation=True, **kw)
@@ -83,11 +91,12 @@ def init_run(target: str | None, *, name: str, job_type: str, config: dict[str, 
                           config=config, tags=tags, reinit="create_new",
                           settings=_settings(wandb), **kw)
     except Exception as e:  # noqa: BLE001 - wandb raises many types (UsageError, CommError)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = error_line(e)
         hint = ""
         if "api_key" in msg.lower() or "login" in msg.lower():
             hint = " (set WANDB_API_KEY, run `wandb login`, or set WANDB_MODE=offline)"
-        raise BackendError(f"W&B could not start a run in '{target}': {msg}{hint}") from None
+        raise BackendError(scrub_message(
+            f"W&B could not start a run in '{target}': {msg}{hint}")) from None
 
 
 def is_offline(run: Any) -> bool:
@@ -201,7 +210,8 @@ def log_examples(run: Any, examples: pd.DataFrame, baseline: pd.DataFrame | None
 
 
 def guardrail_rows(details: Mapping[str, Any]) -> list[list[Any]]:
-    """Rows (metric, threshold, value, verdict) from ``details["guardrails"]`` if present."""
+    """Rows (:data:`GUARDRAIL_COLUMNS`: metric, threshold, value, verdict, severity, reason)
+    from ``details["guardrails"]`` if present; a field a row lacks is ``""``."""
     raw = details.get("guardrails") or details.get("guardrail_results") or []
     rows = []
     if isinstance(raw, list):
@@ -209,7 +219,8 @@ def guardrail_rows(details: Mapping[str, Any]) -> list[list[Any]]:
             if isinstance(g, dict) and "metric" in g:
                 value = g.get("value", g.get("candidate"))
                 rows.append([str(g["metric"]), str(g.get("threshold", "")),
-                             None if value is None else float(value), str(g.get("verdict", ""))])
+                             None if value is None else float(value), str(g.get("verdict", "")),
+                             str(g.get("severity") or ""), str(g.get("reason") or "")])
     return rows
 
 
@@ -222,8 +233,8 @@ def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> No
         log_examples(run, record.examples, baseline)
     rows = guardrail_rows(details)
     if rows:
-        run.log({"aipm/guardrails": wandb.Table(
-            columns=["metric", "threshold", "value", "verdict"], data=rows)}, commit=False)
+        run.log({"aipm/guardrails": wandb.Table(columns=GUARDRAIL_COLUMNS, data=rows)},
+                commit=False)
     conf = details.get("confusion")
     if isinstance(conf, dict) and conf.get("labels") and conf.get("matrix"):
         labels = [str(x) for x in conf["labels"]]
@@ -284,12 +295,35 @@ def new_record_run(record: RunRecord, target: str | None, extra: Mapping[str, An
                     mode=extra.get("mode"), run_dir=extra.get("dir"))
 
 
+def save_target(run: Any, target: str | None, name: str) -> None:
+    """Offline: write :data:`TARGET_FILE` beside the run's log (at once, not buffered)."""
+    if not is_offline(run) or not target:
+        return
+    run_dir = os.path.dirname(os.path.abspath(run.dir))
+    doc = {"target": target.strip().strip("/"), "name": name, "run_id": run.id}
+    atomic_write(os.path.join(run_dir, TARGET_FILE), json.dumps(doc).encode())
+
+
+def read_target(run_dir: str) -> dict[str, str]:
+    """What :func:`save_target` wrote for ``run_dir`` (``{}`` when absent or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, TARGET_FILE), encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
     """Reopen the run behind ``ref`` in this process (``aipm sync`` replaying a spool).
 
     ``wandb:ENTITY/PROJECT/ID`` resumes the server run (``resume="allow"``). A local
     run directory cannot be appended to in place: a new offline run with the same id is
-    written beside it, which ``wandb sync`` uploads into the same W&B run.
+    written beside it, which ``wandb sync`` uploads into the same W&B run. Its
+    ``ENTITY/PROJECT`` comes from the run's log, else (a run killed before wandb-core
+    wrote anything) from :data:`TARGET_FILE`, written when the run started.
     """
     import time
 
@@ -300,7 +334,18 @@ def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
     path = os.path.expanduser(loc)
     if os.path.exists(path):
         lr = read_local_run(path)
-        target = f"{lr.entity}/{lr.project}" if lr.entity else lr.project
+        side = read_target(lr.run_dir)
+        if lr.project:
+            target = f"{lr.entity}/{lr.project}" if lr.entity else lr.project
+        else:
+            target = side.get("target", "")
+        if not target:
+            from aipm_tracking.errors import InvalidReferenceError
+
+            raise InvalidReferenceError(
+                f"cannot reopen W&B run '{ref}': its log names no project (the process "
+                f"ended before wandb wrote it) and '{TARGET_FILE}' is missing beside it; "
+                f"`wandb sync --project P --entity E {lr.run_dir}` uploads it")
         # beside the original, never in it (same id + same second = same directory name)
         parent = os.path.join(os.path.dirname(lr.run_dir),
                               f"resumed-{lr.run_id}-{time.time_ns() // 1_000_000}")
@@ -311,7 +356,8 @@ def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
         warnings.warn(f"W&B run directory '{lr.run_dir}' cannot be appended to; the rest of "
                       f"the run goes to a new offline run with the same id under '{parent}' "
                       f"(`wandb sync` both)", AipmWarning, stacklevel=3)
-        return init_run(target, name=lr.display_name or lr.run_id, job_type="aipm-eval",
+        return init_run(target, name=lr.display_name or side.get("name") or lr.run_id,
+                        job_type="aipm-eval",
                         config={}, tags=[], mode="offline", run_dir=parent, run_id=lr.run_id)
     parts = parse_run_path(loc)
     if parts is None:
