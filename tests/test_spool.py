@@ -309,6 +309,8 @@ def test_compaction_keeps_the_spool_small_and_replayable(tmp_path: Path) -> None
     assert not w.compact(0)  # not delivered yet: never dropped
     be.log_points(ref, [MetricPoint(*p) for p in b[0]])
     w.state.ref, w.state.acked = ref, w.offset
+    assert not w.compact(0)  # delivered, but not yet kept for sure by the backend
+    w.state.durable = w.offset
     assert w.compact(0)
     assert w.path.stat().st_size == header_len and w.state.acked == header_len
     assert SpoolState.load(w.path.with_suffix(".state")).acked == header_len
@@ -389,7 +391,7 @@ def test_sync_never_takes_a_spool_compacted_under_it(tmp_path: Path,
 
     w = SpoolWriter(tmp_path, "spoolrun1", header(tmp_path / "store"))
     w.append_points(batches(1)[0])
-    w.state.acked = w.state.inflight = w.offset  # all delivered: compaction is allowed
+    w.state.acked = w.state.inflight = w.state.durable = w.offset  # may compact
     real = spool_mod.fcntl.flock
     compacted: list[bool] = []
     calls = [0]

@@ -11,11 +11,16 @@ dropped on reading. Records::
     {"t": "finish", "status": "finished", "record": RunRecord.to_dict()}
 
 Beside it, ``<spool_id>.state`` (JSON, replaced atomically) says how far the backend has
-acknowledged: ``{"ref", "acked", "inflight", "finished"}``. ``acked`` is the byte offset
-up to which every record is delivered; ``[acked, inflight)`` is a batch that was being sent
-when the writer died and may or may not have arrived: replay checks those points against
-the backend's ``read_history`` (where it has one) and sends only the missing ones, so a
-replay never duplicates a point on such a backend (at-least-once for the rest).
+acknowledged: ``{"ref", "acked", "inflight", "durable", "finished"}``. ``acked`` is the
+byte offset up to which every record is delivered; ``[acked, inflight)`` is a batch that was
+being sent when the writer died and may or may not have arrived: replay checks those points
+against the backend's ``read_history`` (where it has one) and sends only the missing ones, so
+a replay never duplicates a point on such a backend (at-least-once for the rest).
+``durable`` is the offset up to which the backend keeps the points even if the process is
+killed: ``acked`` itself, except for a backend whose ``acks_are_durable`` is False (W&B,
+whose core writes its log in blocks): there it stays behind until the run is finished, the
+spool is not compacted past it, and a replay checks ``[durable, acked)`` against the
+backend's history by key and step.
 
 The writer holds an exclusive ``flock`` on its spool while alive; :func:`replay_spool`
 skips a locked spool (a live Tracker delivers its own), so ``aipm sync`` can run any time.
@@ -94,10 +99,16 @@ class SpoolState:
     acked: int = 0
     inflight: int = 0
     finished: bool = False
+    durable: int = -1  # -1: as ``acked`` (a state file from before the field)
+
+    def __post_init__(self) -> None:
+        if self.durable < 0:
+            self.durable = self.acked
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SPOOL_VERSION, "ref": self.ref, "acked": self.acked,
-                "inflight": self.inflight, "finished": self.finished}
+                "inflight": self.inflight, "durable": self.durable,
+                "finished": self.finished}
 
     @classmethod
     def load(cls, path: Path) -> SpoolState:
@@ -107,8 +118,10 @@ class SpoolState:
             return cls()
         except (OSError, ValueError) as e:
             raise StoreError(f"{path}: unreadable spool state ({e})") from None
-        return cls(ref=d.get("ref"), acked=int(d.get("acked") or 0),
-                   inflight=int(d.get("inflight") or 0), finished=bool(d.get("finished")))
+        acked = int(d.get("acked") or 0)
+        return cls(ref=d.get("ref"), acked=acked, inflight=int(d.get("inflight") or 0),
+                   finished=bool(d.get("finished")),
+                   durable=int(d["durable"]) if d.get("durable") is not None else acked)
 
     def save(self, path: Path) -> None:
         """Atomic replace (temp file + ``os.replace``)."""
@@ -195,7 +208,8 @@ class SpoolWriter:
         """When everything is delivered and the file passed ``max_bytes``, start it afresh
         (header only), so a long healthy run keeps a small spool. The new file is locked
         before it replaces the old one: ``aipm sync`` never sees it unlocked."""
-        if self.offset <= max_bytes or self.state.acked != self.offset:
+        if (self.offset <= max_bytes or self.state.acked != self.offset
+                or self.state.durable != self.offset):
             return False
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -214,7 +228,7 @@ class SpoolWriter:
         os.close(old)
         self.offset = len(self._header)
         self._dirty = False
-        self.state.acked = self.state.inflight = self.offset
+        self.state.acked = self.state.inflight = self.state.durable = self.offset
         self.save_state()
         return True
 
@@ -306,12 +320,19 @@ def _already_there(backend: Backend, ref: str) -> set[tuple[str, int, int]] | No
     return {_point_key(p.key, p.step, p.timestamp) for p in hist}
 
 
+def acks_are_durable(backend: Any) -> bool:
+    """Whether ``log_points`` returning means the points survive a kill (module docstring)."""
+    return bool(getattr(backend, "acks_are_durable", True))
+
+
 def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
                     save: Any = None, upto: int | None = None,
-                    chunk: int = REPLAY_CHUNK) -> int:
+                    chunk: int = REPLAY_CHUNK, recheck_unsaved: bool = False) -> int:
     """Send every point record from ``state.acked`` (to ``upto``) to ``state.ref``.
 
-    Points in ``[acked, inflight)`` are checked against the backend's history first. The
+    Points in ``[acked, inflight)`` are checked against the backend's history first. With
+    ``recheck_unsaved`` (a replay after the writer died), so are those in
+    ``[durable, acked)``, by key and step: sent, but maybe never kept by the backend. The
     state advances (and ``save(state)`` runs) after each acknowledged chunk. Returns the
     number of points sent. Exceptions from the backend propagate (the caller retries).
     """
@@ -319,32 +340,42 @@ def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
 
     assert state.ref is not None
     reader = SpoolReader(path)
-    doubtful_end = state.inflight if state.inflight > state.acked else state.acked
+    durable = acks_are_durable(backend)
+    gap_end = state.acked if recheck_unsaved and state.durable < state.acked else -1
+    start = state.durable if gap_end >= 0 else state.acked
+    doubtful_end = max(state.inflight, state.acked)
     batch: list[MetricPoint] = []
-    batch_end = state.acked
+    batch_end = start
     sent = 0
     seen: set[tuple[str, int, int]] | None = None
+    seen_steps: set[tuple[str, int]] = set()
 
     def send() -> None:
         nonlocal batch, sent
         if batch:
-            state.inflight = batch_end
+            state.inflight = max(batch_end, state.acked)
             if save:
                 save(state)
             backend.log_points(state.ref or "", batch)
             sent += len(batch)
-        state.acked = state.inflight = batch_end
+        state.acked = state.inflight = max(batch_end, state.acked)
+        if durable:
+            state.durable = state.acked
         if save:
             save(state)
         batch = []
 
-    for s, e, pts in iter_points(reader.records(state.acked)):
+    for s, e, pts in iter_points(reader.records(start)):
         if upto is not None and s >= upto:
             break
         if s < doubtful_end:
             if seen is None:
                 seen = _already_there(backend, state.ref) or set()
-            pts = [p for p in pts if not _is_there(seen, p[0], p[2], p[3])]
+                seen_steps = {(k, st) for k, st, _ms in seen}
+            if s < gap_end:  # the backend's timestamps need not be ours: key and step
+                pts = [p for p in pts if (str(p[0]), int(p[2])) not in seen_steps]
+            else:
+                pts = [p for p in pts if not _is_there(seen, p[0], p[2], p[3])]
         batch.extend(MetricPoint(str(k), float(v), int(st), float(ts)) for k, v, st, ts in pts)
         batch_end = e
         if len(batch) >= chunk:
@@ -456,7 +487,8 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
                 state.ref = be.start_run(start_rec, (header.get("backend") or {}).get("target"))
                 state.save(state_path)
                 res.ref = state.ref
-            res.points = deliver_backlog(p, state, be, save=lambda s: s.save(state_path))
+            res.points = deliver_backlog(p, state, be, save=lambda s: s.save(state_path),
+                                         recheck_unsaved=True)
             if finish is not None:
                 status = str(finish.get("status") or "finished")
                 final = RunRecord.from_dict(finish["record"]) if finish.get("record") else None
@@ -466,6 +498,7 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
                 final.ref = state.ref
             be.finish_run(state.ref, status, final)
             state.finished = True
+            state.durable = state.acked
             state.save(state_path)
             res.status, res.run_status = "synced", status
     except Exception as e:  # noqa: BLE001 - one bad spool must not stop the others

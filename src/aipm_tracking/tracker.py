@@ -213,6 +213,9 @@ class Tracker:
         from .plugins import get_backend
 
         self.backend: Backend = get_backend(self.scheme, self.options)  # unknown scheme: raise
+        from .spool import acks_are_durable
+
+        self._durable_acks = acks_are_durable(self.backend)
         # never write credentials to disk: a URI with user:password@ (or a secret in its
         # query) is left for aipm sync's --mlflow-uri / $MLFLOW_TRACKING_URI
         safe_uri = mlflow_uri if mlflow_uri and not _has_credentials(mlflow_uri) else None
@@ -607,6 +610,8 @@ class Tracker:
                 spool.save_state()
                 self.backend.log_points(self.ref, pts)
                 state.acked = state.inflight = end
+                if self._durable_acks:
+                    state.durable = end
                 self._compact_or_save()
             elif state.acked < end or (not batches and state.acked < spool.offset):
                 from .spool import deliver_backlog
@@ -743,6 +748,7 @@ class Tracker:
                             save=lambda _s: self._spool.save_state())
         self.backend.finish_run(self.ref, status, record)
         state.finished = True
+        state.durable = state.acked  # a finished run is kept whole
         self._spool.save_state()
 
     def _atexit(self) -> None:

@@ -232,6 +232,51 @@ def test_sync_reopens_a_run_killed_before_wandb_wrote_anything(offline: Path) ->
     assert lr.display_name == "killed" and lr.exit_code == 1  # recorded as killed
 
 
+KILLED_LATE = textwrap.dedent("""
+    import os, signal, sys, time
+    import aipm_tracking as aipm
+    tr = aipm.Tracker(to="wandb:team/p", run_name="late", model="m", flush_every_s=0.05,
+                      spool_dir=sys.argv[1])
+    for i in range(3000):
+        tr.log(step=i, loss=1.0 / (i + 1), lr=1e-3)
+    time.sleep(2.0)  # every batch delivered to wandb (log_points returned)
+    print(tr.ref, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_points_wandb_had_not_written_at_a_kill_are_replayed(offline: Path) -> None:
+    """wandb-core writes its run log in 32 KiB blocks: points delivered (log_points
+    returned) but still in its buffer die with the process. The spool keeps them until the
+    run is finished (acks_are_durable = False), and aipm sync sends exactly the missing
+    tail: together the killed log and the resumed run hold every step once."""
+    from aipm_wandb.offline import read_local_run
+
+    from aipm_tracking.spool import replay_all
+
+    spool = offline / "spool"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    proc = subprocess.run([sys.executable, "-c", KILLED_LATE, str(spool)], capture_output=True,
+                          text=True, timeout=180, env=env)
+    assert proc.returncode == -9, proc.stderr
+    ref = proc.stdout.strip().splitlines()[-1]
+    orig = read_local_run(_locator(ref))
+    kept = sorted(r["_step"] for r in orig.history if "loss" in r)
+    assert kept == list(range(len(kept))) and len(kept) < 3000  # the block-buffered tail died
+    plugins.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (res,) = replay_all(spool)
+    assert res.status == "synced", res.reason
+    assert res.points == 2 * (3000 - len(kept))  # loss and lr of the missing steps only
+    (resumed,) = glob.glob(os.path.join(os.path.dirname(orig.run_dir), "resumed-*", "wandb",
+                                        "offline-run-*"))
+    lr = read_local_run(resumed)
+    rows = {r["_step"]: r for r in lr.history if "loss" in r}
+    assert sorted(rows) == list(range(len(kept), 3000))
+    assert all(rows[i]["loss"] == 1.0 / (i + 1) and rows[i]["lr"] == 1e-3 for i in rows)
+
+
 def test_resume_without_project_or_target_file_says_why(offline: Path) -> None:
     from aipm_wandb import writer
 

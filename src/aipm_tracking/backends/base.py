@@ -76,10 +76,14 @@ class Backend(Protocol):
         """Store a comparison for review (W&B comparison table + alert ...); return a ref/URL."""
         ...
 
-    # Optional (looked up with getattr; BaseBackend does not define it):
+    # Optional (looked up with getattr; BaseBackend does not define them):
     # ``alert(ref, title, text) -> None`` notifies the run's owners (W&B: ``run.alert``).
     # The Tracker calls it from its background thread when a guardrail is breached
     # mid-training.
+    # ``acks_are_durable: bool`` (default True): ``log_points`` returning means the points
+    # are kept even if this process is killed next. False (W&B: its core writes the run log
+    # in 32 KiB blocks) makes the spool keep them until ``finish_run``; a replay then checks
+    # them against ``read_history`` by key and step and sends only the missing ones.
 
 
 class BaseBackend:

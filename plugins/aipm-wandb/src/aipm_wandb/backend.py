@@ -87,6 +87,10 @@ class WandbBackend(BaseBackend):
     """Weights & Biases, through the real SDK (writes) and public API / run files (reads)."""
 
     scheme = "wandb"
+    #: wandb-core writes the run log in 32 KiB blocks (and uploads from it), with no way to
+    #: flush it: points ``log_points`` sent may be lost if the process is killed, so the
+    #: Tracker's spool keeps them until the run is finished (aipm_tracking.spool).
+    acks_are_durable = False
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options or BackendOptions()
