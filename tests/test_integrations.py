@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,12 +40,8 @@ def test_integrations_import_no_framework() -> None:
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.slow
-def test_transformers_trainer_callback(store: Path, tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from aipm_tracking.integrations import AipmTrainerCallback
-
+def _tiny_bert(torch: Any, transformers: Any, n: int) -> tuple[Any, list[dict[str, Any]]]:
+    """A one-layer BERT classifier and ``n`` random examples (seeded)."""
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                   num_attention_heads=2, intermediate_size=32,
@@ -53,7 +50,17 @@ def test_transformers_trainer_callback(store: Path, tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(1)
     data = [{"input_ids": torch.randint(1, 50, (8,), generator=g),
              "attention_mask": torch.ones(8, dtype=torch.long),
-             "labels": torch.tensor(i % 2)} for i in range(32)]
+             "labels": torch.tensor(i % 2)} for i in range(n)]
+    return model, data
+
+
+@pytest.mark.slow
+def test_transformers_trainer_callback(store: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from aipm_tracking.integrations import AipmTrainerCallback
+
+    model, data = _tiny_bert(torch, transformers, 32)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=6, logging_steps=1,
         per_device_train_batch_size=4, per_device_eval_batch_size=8, eval_strategy="steps",
@@ -329,14 +336,7 @@ def test_transformers_evaluate_only_names_the_model(store: Path, tmp_path: Path)
     transformers = pytest.importorskip("transformers")
     from aipm_tracking.integrations import AipmTrainerCallback
 
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                  num_attention_heads=2, intermediate_size=32,
-                                  max_position_embeddings=16, num_labels=2)
-    model = transformers.BertForSequenceClassification(cfg)
-    data = [{"input_ids": torch.randint(1, 50, (8,)),
-             "attention_mask": torch.ones(8, dtype=torch.long),
-             "labels": torch.tensor(i % 2)} for i in range(8)]
+    model, data = _tiny_bert(torch, transformers, 8)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"), per_device_eval_batch_size=8, report_to=[],
         use_cpu=True, disable_tqdm=True, run_name="eval-only")

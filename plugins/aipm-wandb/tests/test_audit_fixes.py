@@ -205,28 +205,45 @@ KILLED = textwrap.dedent("""
 """)
 
 
-def test_sync_reopens_a_run_killed_before_wandb_wrote_anything(offline: Path) -> None:
-    from aipm_wandb.offline import read_local_run
-
-    from aipm_tracking.spool import replay_all
-
-    spool = offline / "spool"
+def _killed_child(script: str, spool: Path) -> str:
+    """Run a Tracker script that SIGKILLs itself; return the ref it printed."""
     # its own wandb-core: wandb exports WANDB_SERVICE, and a child using this process's
     # core would leave the killed run open there (and its log written on our exit)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    proc = subprocess.run([sys.executable, "-c", KILLED, str(spool)], capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = subprocess.run([sys.executable, "-c", script, str(spool)], capture_output=True,
+                          text=True, timeout=180, env=env)
     assert proc.returncode == -9, proc.stderr
-    ref = proc.stdout.strip().splitlines()[-1]
-    orig = read_local_run(_locator(ref))
-    assert orig.project == ""  # wandb-core wrote no record: the log is its header only
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _sync_killed(spool: Path, run_dir: str) -> tuple[Any, str]:
+    """``aipm sync``'s replay of the killed run's spool -> (result, resumed run dir)."""
+    from aipm_tracking.spool import replay_all
+
     plugins.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         (res,) = replay_all(spool)
     assert res.status == "synced", res.reason
-    (resumed,) = glob.glob(os.path.join(os.path.dirname(orig.run_dir), "resumed-*", "wandb",
+    (resumed,) = glob.glob(os.path.join(os.path.dirname(run_dir), "resumed-*", "wandb",
                                         "offline-run-*"))
+    return res, resumed
+
+
+def test_sync_reopens_a_run_killed_before_wandb_wrote_anything(offline: Path) -> None:
+    from aipm_wandb.offline import read_local_run
+
+
+    spool = offline / "spool"
+    run_dir = _locator(_killed_child(KILLED, spool))
+    # usually wandb-core has written nothing yet (its first 32 KiB block is not full); it may
+    # have (its own start records), so cut the log to what the kill leaves in the usual case
+    (log,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
+    with open(log, "r+b") as fh:
+        fh.truncate(7)  # the 7-byte header alone
+    orig = read_local_run(run_dir)
+    assert orig.project == ""  # no record names the project: aipm-target.json must
+    res, resumed = _sync_killed(spool, orig.run_dir)
     lr = read_local_run(resumed)
     assert (lr.entity, lr.project, lr.run_id) == ("team", "p", orig.run_id)
     assert lr.display_name == "killed" and lr.exit_code == 1  # recorded as killed
@@ -252,25 +269,13 @@ def test_points_wandb_had_not_written_at_a_kill_are_replayed(offline: Path) -> N
     tail: together the killed log and the resumed run hold every step once."""
     from aipm_wandb.offline import read_local_run
 
-    from aipm_tracking.spool import replay_all
 
     spool = offline / "spool"
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    proc = subprocess.run([sys.executable, "-c", KILLED_LATE, str(spool)], capture_output=True,
-                          text=True, timeout=180, env=env)
-    assert proc.returncode == -9, proc.stderr
-    ref = proc.stdout.strip().splitlines()[-1]
-    orig = read_local_run(_locator(ref))
+    orig = read_local_run(_locator(_killed_child(KILLED_LATE, spool)))
     kept = sorted(r["_step"] for r in orig.history if "loss" in r)
     assert kept == list(range(len(kept))) and len(kept) < 3000  # the block-buffered tail died
-    plugins.reset()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        (res,) = replay_all(spool)
-    assert res.status == "synced", res.reason
+    res, resumed = _sync_killed(spool, orig.run_dir)
     assert res.points == 2 * (3000 - len(kept))  # loss and lr of the missing steps only
-    (resumed,) = glob.glob(os.path.join(os.path.dirname(orig.run_dir), "resumed-*", "wandb",
-                                        "offline-run-*"))
     lr = read_local_run(resumed)
     rows = {r["_step"]: r for r in lr.history if "loss" in r}
     assert sorted(rows) == list(range(len(kept), 3000))
