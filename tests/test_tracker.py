@@ -504,8 +504,14 @@ def test_bad_steps_and_keys_are_refused_at_the_call_and_never_block_the_rest(
             tr.log(step=1, **{"": 2.0, "acc": 0.5})  # ** skips log_dict: dropped alone
             tr.flush()
         tr.log(step=2, loss=3.0)
+        tr.log(step=2**63 - 1, loss=4.0)  # the last 64-bit step is fine ...
+        with pytest.raises(UsageError, match="64-bit"):
+            tr.log(loss=5.0)  # ... and the default step after it is refused
+        with pytest.raises(UsageError, match="1 to 250 characters"):
+            tr.log_eval(eval_table(50, 0.9, 1), prefix="p" * 250)  # prefixed keys too long
+        assert tr.last_eval is None  # a refused eval is not stored at finish
     got = series(store, tr.ref)
-    assert got == {"loss": [(0, 1.0), (2, 3.0)], "acc": [(1, 0.5)]}
+    assert got == {"loss": [(0, 1.0), (2, 3.0), (2**63 - 1, 4.0)], "acc": [(1, 0.5)]}
     assert local(store).read_run(tr.ref).status == "finished"
 
 
@@ -571,3 +577,12 @@ def test_a_batch_from_before_a_compaction_is_never_sent_again(
             tr.log(step=i, loss=i * 0.5)
     assert flaky.calls == 2  # batch B, once
     assert series(store, tr.ref) == {"loss": [(i, i * 0.5) for i in range(20)]}
+
+
+def test_adapters_leave_out_keys_the_tracker_refuses() -> None:
+    """A framework's over-long metric name must not raise inside its training loop."""
+    from aipm_tracking.integrations._owner import numeric
+
+    with pytest.warns(AipmWarning, match="left out"):
+        got = numeric({"": 1.0, "k" * 251: 2.0, "loss": 3.0, "k" * 250: 4.0})
+    assert got == {"loss": 3.0, "k" * 250: 4.0}

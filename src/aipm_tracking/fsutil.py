@@ -14,6 +14,15 @@ from .errors import StoreError
 
 
 def _umask() -> int:
+    """The process umask. Linux reports it in /proc (read-only); elsewhere it can only be
+    read by setting it, which another thread creating a file that instant would see."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -97,6 +97,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_disable_in_child)
 
 
+def _bg_warn(message: str) -> None:
+    """Warn from a background thread: under ``-W error`` the warning would raise and end
+    the thread (no more spooling, or no more delivery), so an error here is swallowed."""
+    try:
+        warnings.warn(message, AipmWarning, stacklevel=3)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _check_step(step: Any) -> int:
     try:
         i = operator.index(step)
@@ -141,7 +150,8 @@ class Tracker:
     :param replay_on_start: deliver spools that dead Trackers left in ``spool_dir``.
     :param finish_timeout_s: how long :meth:`finish` retries an unreachable backend.
     :param spool_max_bytes: once everything is delivered and the spool is larger, it starts
-        afresh (a spool only grows while the backend is down).
+        afresh (a spool only grows while the backend is down, or, for a backend whose
+        deliveries are not durable at once (W&B), until :meth:`finish`).
     """
 
     def __init__(self, to: str = "local", run_name: str | None = None, *,
@@ -182,6 +192,7 @@ class Tracker:
         self._actions: deque[Callable[[], None]] = deque()
         self._last: dict[str, float] = {}
         self._breached: set[str] = set()
+        self._bad_keys: set[str] = set()
         self.guardrails: Guardrails | None = None
         self.spool_path: Path | None = None
         if self._off:
@@ -278,6 +289,8 @@ class Tracker:
         now = _time()
         if step is None:
             step = self._step
+            if step >= _I64:  # the step after 2**63 - 1
+                step = _check_step(step)
         elif type(step) is not int or not -_I64 <= step < _I64:
             step = _check_step(step)
         self._step = step + 1
@@ -407,8 +420,8 @@ class Tracker:
     def _record_eval(self, res: EvalResult, step: int | None, prefix: str) -> None:
         if step is None:
             step = max(self._step - 1, 0)
-        self.last_eval = res
         self.log_dict({f"{prefix}{k}": v for k, v in res.metrics.items()}, step=step)
+        self.last_eval = res  # (after log_dict: a prefix that makes a key too long raises)
         self._check_guardrails(res.metrics, step)
 
     def _check_guardrails(self, metrics: Mapping[str, float], step: int) -> None:
@@ -471,8 +484,7 @@ class Tracker:
             try:
                 self._spool_once(wait=False)
             except Exception as e:  # noqa: BLE001 - the thread must survive anything
-                warnings.warn(f"aipm tracker: spooling failed: {type(e).__name__}: {e}",
-                              AipmWarning, stacklevel=2)
+                _bg_warn(f"aipm tracker: spooling failed: {type(e).__name__}: {e}")
             if stop:
                 return
 
@@ -502,9 +514,8 @@ class Tracker:
                 from .spool import replay_all, warn_results
 
                 warn_results(replay_all(self._spool_dir, exclude=[self._spool.path]))
-            except Exception as e:  # noqa: BLE001
-                warnings.warn(f"could not replay old spools in {self._spool_dir}: {e}",
-                              AipmWarning, stacklevel=2)
+            except Exception as e:  # noqa: BLE001 - (a warning raised as an error too)
+                _bg_warn(f"could not replay old spools in {self._spool_dir}: {e}")
         while not self._send_stop:
             self._send_wake.wait(self._flush_s)
             self._send_wake.clear()
@@ -514,8 +525,7 @@ class Tracker:
                 with self._io_lock:
                     self._send_pending(force=False)
             except Exception as e:  # noqa: BLE001 - the thread must survive anything
-                warnings.warn(f"aipm tracker: delivery failed: {type(e).__name__}: {e}",
-                              AipmWarning, stacklevel=2)
+                _bg_warn(f"aipm tracker: delivery failed: {type(e).__name__}: {e}")
 
     def _send_pending(self, force: bool) -> None:
         """Run queued alerts, then deliver every spooled batch. Holds ``_io_lock``."""
@@ -524,17 +534,17 @@ class Tracker:
             try:
                 act()
             except Exception as e:  # noqa: BLE001
-                warnings.warn(f"aipm tracker: backend alert failed: {e}", AipmWarning,
-                              stacklevel=2)
+                _bg_warn(f"aipm tracker: backend alert failed: {e}")
         box = self._outbox
         batches = []
         acked = self._spool.state.acked
-        while box:
-            b_pts, b_start, b_end, gen = box.popleft()
-            if b_pts is not None:
-                self._outbox_pts -= len(b_pts)
-            if gen == self._gen and b_end > acked:  # else delivered already (backlog)
-                batches.append((b_pts, b_start, b_end))
+        with self._spool_lock:  # the spooler adds to the count under it (lock order: io, spool)
+            while box:
+                b_pts, b_start, b_end, gen = box.popleft()
+                if b_pts is not None:
+                    self._outbox_pts -= len(b_pts)
+                if gen == self._gen and b_end > acked:  # else delivered already (backlog)
+                    batches.append((b_pts, b_start, b_end))
         self._deliver(batches, force=force)
 
     def _drain(self, wait: bool) -> list[MetricPoint]:
@@ -554,9 +564,10 @@ class Tracker:
             pts = []
             for k, v in d.items():
                 if not k or len(k) > MAX_KEY_LEN:  # log(**{"": x}) passes no check
-                    warnings.warn(f"aipm tracker: dropped key {k[:40]!r} at step {step}: a "
-                                  f"key must be 1 to {MAX_KEY_LEN} characters", AipmWarning,
-                                  stacklevel=2)
+                    if k not in self._bad_keys:  # once per key, not once per step
+                        self._bad_keys.add(k)
+                        _bg_warn(f"aipm tracker: dropped key {k[:40]!r} (first at step "
+                                 f"{step}): a key must be 1 to {MAX_KEY_LEN} characters")
                     continue
                 if type(v) is list:
                     v = v[0]
@@ -565,14 +576,13 @@ class Tracker:
                             break
                         # every read-back was launched and completed: this value was lost
                         # (log() called from two threads at once); drop it, keep the rest
-                        warnings.warn(f"aipm tracker: device value '{k}' at step {step} was "
-                                      f"never read back; dropped", AipmWarning, stacklevel=2)
+                        _bg_warn(f"aipm tracker: device value '{k}' at step {step} was "
+                                 f"never read back; dropped")
                         continue
                 try:
                     fv = float(v)
                 except Exception as e:  # noqa: BLE001 - a bad value must not stop the rest
-                    warnings.warn(f"aipm tracker: dropped '{k}' at step {step}: {e}",
-                                  AipmWarning, stacklevel=2)
+                    _bg_warn(f"aipm tracker: dropped '{k}' at step {step}: {e}")
                     continue
                 pts.append(MetricPoint(k, fv, int(step), ts))
             else:
@@ -624,8 +634,7 @@ class Tracker:
             self._backend_failed(e, "sending points")
             return
         if self._failures and self._outage_warned:
-            warnings.warn(f"aipm tracker: backend '{self.scheme}' is back; backlog delivered",
-                          AipmWarning, stacklevel=2)
+            _bg_warn(f"aipm tracker: backend '{self.scheme}' is back; backlog delivered")
         self._failures = 0
         self._outage_warned = False
         self._retry_at = 0.0
@@ -649,9 +658,9 @@ class Tracker:
         self._retry_at = time.monotonic() + delay
         if not self._outage_warned:
             self._outage_warned = True
-            warnings.warn(f"aipm tracker: backend '{self.scheme}' failed {what} "
-                          f"({type(e).__name__}: {e}); training continues, points are spooled "
-                          f"in {self._spool.path} and retried", AipmWarning, stacklevel=3)
+            _bg_warn(f"aipm tracker: backend '{self.scheme}' failed {what} "
+                     f"({type(e).__name__}: {e}); training continues, points are spooled "
+                     f"in {self._spool.path} and retried")
 
     # -- ending ---------------------------------------------------------------------------
     def flush(self) -> None:

@@ -102,11 +102,29 @@ class TrackerOwner:
                 self._run.pid = None
 
 
+_WARNED_KEYS: set[str] = set()
+
+
 def numeric(logs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The entries of a framework's log dict that are numbers or scalar tensors/arrays."""
+    """The entries of a framework's log dict that are numbers or scalar tensors/arrays.
+
+    A key the Tracker refuses (empty, or longer than its limit) is left out with one warning:
+    a logging detail must not stop the training loop the callback runs in."""
+    from ..tracker import MAX_KEY_LEN
+
     out: dict[str, Any] = {}
     for k, v in (logs or {}).items():
         if isinstance(v, bool) or v is None or isinstance(v, (str, bytes)):
+            continue
+        if not str(k) or len(str(k)) > MAX_KEY_LEN:
+            if str(k) not in _WARNED_KEYS:
+                import warnings
+
+                from ..errors import AipmWarning
+
+                _WARNED_KEYS.add(str(k))
+                warnings.warn(f"aipm: metric key {str(k)[:40]!r} left out: a key must be 1 "
+                              f"to {MAX_KEY_LEN} characters", AipmWarning, stacklevel=3)
             continue
         if isinstance(v, (int, float)):
             if isinstance(v, float) and math.isnan(v) and k.endswith("runtime"):
