@@ -61,7 +61,12 @@ def redact_config(value: Any) -> Any:
 
 
 def scrub_url(url: str) -> str:
-    """Drop ``user:password@`` from a URL (and mask query values named like secrets)."""
+    """Drop ``user:password@`` from a URL (and mask query values named like secrets).
+
+    Secret-named query values include the signatures of presigned storage URLs
+    (``X-Amz-Signature``, ``X-Amz-Credential``, ``X-Amz-Security-Token``,
+    ``X-Goog-Signature``, Azure SAS ``sig``): such a URL grants access until it expires.
+    Other parameters (``X-Amz-Expires``, ``sv``, ``se`` ...) stay readable."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -69,6 +74,6 @@ def scrub_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@" + netloc.rsplit("@", 1)[1]
-    query = re.sub(r"((?:key|token|secret|password|credential)[^=&]*=)[^&]*", rf"\1{REDACTED}",
-                   parts.query, flags=re.I)
+    query = re.sub(r"((?:(?:key|token|secret|password|passwd|credential|signature)[^=&]*"
+                   r"|(?<![A-Za-z0-9])sig)=)[^&]*", rf"\1{REDACTED}", parts.query, flags=re.I)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

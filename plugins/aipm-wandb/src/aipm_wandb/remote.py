@@ -162,6 +162,10 @@ def _artifact_table(run: Any, key: str, ref: Mapping[str, Any] | None = None) ->
     entry has the ref's ``sha256`` (newest first); a ref naming neither takes the newest
     version (highest version index), whatever order the server lists them in. None when no
     version matches: the caller reads the run file the ref names.
+
+    A version whose manifest entry has another size than the ref's ``size`` is skipped
+    without downloading it (the manifest is fetched anyway to find the entry); the manifest
+    digest is an MD5, so versions of the same size are still downloaded to check sha256.
     """
     import hashlib
     import re
@@ -181,10 +185,15 @@ def _artifact_table(run: Any, key: str, ref: Mapping[str, Any] | None = None) ->
     if want_id:  # the named artifact first (a stable sort keeps the rest newest first)
         cands.sort(key=lambda a: str(getattr(a, "id", "")) != want_id)
     want_sha = str(ref.get("sha256") or "").lower()
+    want_size = ref.get("size") if want_sha else None
     for art in cands:
         try:
-            if entry not in art.manifest.entries:
+            found = art.manifest.entries.get(entry)
+            if found is None:
                 continue
+            size = getattr(found, "size", None)
+            if isinstance(want_size, int) and isinstance(size, int) and size != want_size:
+                continue  # its sha256 cannot match either: not downloaded
             with tempfile.TemporaryDirectory(prefix="aipm-wandb-") as tmp:
                 # never wandb's default ./artifacts in the working directory
                 path = art.get_entry(entry).download(root=tmp)

@@ -6,8 +6,9 @@ that carries such text goes through :func:`scrub_message` before it is raised or
 
 * every URL in it goes through :func:`aipm_tracking.redact.scrub_url` (credentials and
   secret-named query values masked);
-* ``key=value`` / ``key: value`` pairs whose name looks secret (``api_key``, ``token``,
-  ``password`` …) lose their value, in or out of a URL;
+* ``name=value`` / ``name: value`` pairs whose name looks secret (``api_key``, ``token``,
+  ``password``, ``accessToken`` …, but not a bare ``key``) lose their value, in or out of
+  a URL (a quoted value up to its closing quote);
 * the literal values of the known secrets are masked wherever they appear (also
   percent-encoded): ``$WANDB_API_KEY``, the password and secret query values of
   ``$WANDB_BASE_URL`` and of any URL registered with :func:`remember_url`, and keys
@@ -27,14 +28,24 @@ from aipm_tracking.redact import REDACTED, scrub_url
 #: A URL with a scheme: up to whitespace, a quote or a bracket.
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`\])}]+")
 #: ``api_key=VALUE``, ``"password": "VALUE"``, ``token: VALUE`` (name looks secret).
-#: The secret word ends the name (``x-api-key``, ``apiKey``), so ``KeyError:`` and
-#: ``monkey:`` are left alone.
+#: The secret word ends the name: after a separator (``x-api-key``, ``WANDB_API_KEY``) or as
+#: the capitalised tail of a camelCase name (``apiKey``, ``accessToken``, ``wandbApiKey``),
+#: so ``KeyError:``, ``monkey:`` and ``max_tokens=`` are left alone. A bare ``key`` is
+#: no secret name (``invalid key: 'acc'``, ``key=value pairs``, ``login(key=[...])``).
+#: A quoted value is masked up to its closing quote (whitespace and all), a bracketed one
+#: inside its brackets; a bare value stops before a bracket that closes a call.
+_SECRET_WORD = (r"(?i:(?:api[_.\-]?)?"
+                r"(?:key|token|secret|password|passwd|credentials?|authorization))")
 _PAIR_RE = re.compile(
-    r"(?<![A-Za-z0-9])(?P<name>(?:[A-Za-z0-9]*[_.\-])*(?:api)?"
-    r"(?:key|token|secret|password|passwd|credentials?|authorization))"
-    r"(?P<sep>[\"']?\s*[=:]\s*[\"']?)"
-    r"(?P<value>(?:(?:bearer|basic)\s+)?[^\s&'\",;)}\]]*[^\s&'\",;)}\].:!?])", re.I)
-_SECRET_NAME_RE = re.compile(r"key|token|secret|password|passwd|credential", re.I)
+    r"(?<![A-Za-z0-9])(?!(?i:key)(?![A-Za-z0-9_.\-]))"  # not the bare name ``key``
+    r"(?P<name>(?:[A-Za-z0-9]+[_.\-]|[A-Za-z0-9]*[a-z0-9](?=[A-Z]))*" + _SECRET_WORD + r")"
+    r"(?P<sep>[\"']?\s*[=:]\s*)"
+    r"(?:(?P<quote>[\"'])(?:(?!(?P=quote))[^\n])*(?P<endq>(?P=quote))?"
+    r"|(?P<bracket>\[[^\s\]]*\])"
+    r"|(?P<value>(?:(?i:bearer|basic)\s+)?[^\s&'\",;)\]}]*[^\s&'\",;)\]}.:!?]))")
+#: Query names whose value :func:`scrub_url` masks (as it does, presigned-URL signatures too).
+_SECRET_NAME_RE = re.compile(
+    r"key|token|secret|password|passwd|credential|signature|(?<![A-Za-z0-9])sig$", re.I)
 #: A secret shorter than this is not masked as a literal (it would garble the text);
 #: it is still masked inside URLs and ``name=value`` pairs.
 _MIN_LITERAL = 4
@@ -95,13 +106,23 @@ def _scrub_match(m: re.Match[str]) -> str:
     return scrub_url(url[:len(url) - len(tail)]) + tail
 
 
+def _mask_pair(m: re.Match[str]) -> str:
+    """``name=***``, keeping the quotes or brackets around the value."""
+    head = f"{m.group('name')}{m.group('sep')}"
+    if m.group("quote") is not None:  # an unclosed quote: masked to the end of the line
+        return f"{head}{m.group('quote')}{REDACTED}{m.group('endq') or ''}"
+    if m.group("bracket") is not None:
+        return f"{head}[{REDACTED}]"
+    return f"{head}{REDACTED}"
+
+
 def scrub_message(text: str, *urls: str | None) -> str:
     """``text`` with every URL scrubbed, secret-named values and known secrets masked.
 
     ``urls``: URLs whose credentials are masked too (besides ``$WANDB_BASE_URL`` and the
     remembered ones)."""
     out = _URL_RE.sub(_scrub_match, str(text))
-    out = _PAIR_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", out)
+    out = _PAIR_RE.sub(_mask_pair, out)
     for secret in known_secrets(tuple(urls)):
         out = out.replace(secret, REDACTED)
     return out
