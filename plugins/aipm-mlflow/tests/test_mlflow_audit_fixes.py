@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -260,7 +261,7 @@ def test_odd_tracker_keys_round_trip_exactly(sqlite_uri: str, tmp_path: Path) ->
 
 
 def test_a_streamed_key_too_long_once_escaped_is_dropped_not_blocking(sqlite_uri: str) -> None:
-    from aipm_tracking.schema import MetricPoint, ModelInfo, RunRecord
+    from aipm_tracking.schema import MetricPoint, MetricValue, ModelInfo, RunRecord
 
     be = backend(sqlite_uri)
     ref = be.start_run(RunRecord(run_id="", name="s", model=ModelInfo("m", "1")), "toolong-s")
@@ -270,6 +271,41 @@ def test_a_streamed_key_too_long_once_escaped_is_dropped_not_blocking(sqlite_uri
         be.log_points(ref, pts)
     be.log_points(ref, [MetricPoint(long, 1.0, 1, 2.0), MetricPoint("ok", 3.0, 1, 2.0)])
     assert [(p.key, p.value) for p in be.read_history(ref)] == [("ok", 2.0), ("ok", 3.0)]
+    # the final record still has the metric: finishing leaves it out of the summary (no
+    # second warning), ends the run and tags it complete
+    final = RunRecord(run_id="", name="s", model=ModelInfo("m", "1"),
+                      metrics={long: MetricValue(1.0), "ok": MetricValue(3.0)},
+                      status="finished")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        be.finish_run(ref, "finished", final)
+    assert not [w for w in caught if issubclass(w.category, AipmWarning)]
+    run = _client(sqlite_uri).get_run(ref.split(":")[1])
+    assert run.info.status == "FINISHED" and run.data.tags["aipm.status"] == "complete"
+    assert set(run.data.metrics) == {"ok"}
+    assert be.read_run(ref).metrics[long].value == 1.0  # aipm/run.json keeps it
+    # a new process finishing it (aipm sync) says it once
+    ref2 = be.start_run(RunRecord(run_id="", name="s2", model=ModelInfo("m", "1")), "toolong-s")
+    with pytest.warns(AipmWarning, match="253 characters.*left out of the MLflow summary"):
+        backend(sqlite_uri).finish_run(ref2, "finished", final)
+    run = _client(sqlite_uri).get_run(ref2.split(":")[1])
+    assert run.info.status == "FINISHED" and run.data.tags["aipm.status"] == "complete"
+
+
+def test_tracker_with_a_key_too_long_once_escaped_finishes_its_run(
+        sqlite_uri: str, tmp_path: Path) -> None:
+    from aipm_tracking.tracker import Tracker
+
+    long = "k" * 249 + "@"
+    with pytest.warns(AipmWarning, match="253 characters"), \
+            Tracker(to="mlflow:toolong-t", run_name="t", model="m", mlflow_uri=sqlite_uri,
+                    spool_dir=tmp_path / "spool", flush_every_s=0.05) as tr:
+        tr.log(step=0, loss=1.0, **{long: 0.5})
+        tr.log(step=1, loss=0.5)
+    assert tr.ref is not None
+    run = _client(sqlite_uri).get_run(tr.ref.split(":")[1])
+    assert run.info.status == "FINISHED" and run.data.tags["aipm.status"] == "complete"
+    assert set(run.data.metrics) == {"loss"}
 
 
 def test_odd_slice_values_round_trip_through_aipm_log(sqlite_uri: str, tmp_path: Path) -> None:

@@ -116,8 +116,10 @@ def test_keys_are_injective_and_decode_exactly(name: str) -> None:
 
 
 def test_keys_aipm_did_not_write_are_not_decoded() -> None:
-    for key in ("loss\u01c05f\u01c0train", "a\u01c0zz\u01c0", "a/b:c:d", "x/1d:v"):
+    for key in ("loss\u01c05f\u01c0train", "a\u01c0zz\u01c0", "a/b\u01c0:c", "x/1d:v",
+                "val/f1:macro\u01c0"):
         assert from_mlflow_key(key) == key
+    assert from_mlflow_key("a/b:c:d") == "a[b=c:d]"  # format 3: a slice value keeps its ":"
     assert legacy_to_mlflow_key("loss@train") == "loss_train"
     assert from_legacy_key("val/f1:macro") == "val[f1=macro]"
 

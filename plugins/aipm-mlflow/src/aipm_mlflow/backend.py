@@ -106,8 +106,10 @@ class MlflowBackend(BaseBackend):
             from mlflow.tracking import MlflowClient
 
             self.client = MlflowClient(tracking_uri=self.endpoint.uri)
-        self._keys: dict[str, str] = {}
-        self._unwritable: set[str] = set()
+        self._keys: dict[tuple[str, str], str] = {}  # (key format, name) -> MLflow key
+        self._formats: dict[str, str] = {}  # run id -> the key format its keys are written in
+        self._unwritable: set[tuple[str, str]] = set()  # (run id, name) dropped with a warning
+        self._warned: set[str] = set()
         self._experiments: dict[str, str] = {}
 
     # -- helpers ---------------------------------------------------------------------
@@ -122,11 +124,32 @@ class MlflowBackend(BaseBackend):
         loc = loc.strip("/")
         return validate_run_id(loc, "MLflow run id")
 
-    def _key(self, name: str) -> str:
-        key = self._keys.get(name)
+    def _key(self, name: str, fmt: str = KEY_FORMAT) -> str:
+        key = self._keys.get((fmt, name))
         if key is None:
-            key = self._keys[name] = to_mlflow_key(name)
+            key = self._keys[(fmt, name)] = cv.write_encoder(fmt)(name)
         return key
+
+    def _run_format(self, run_id: str, tags: dict[str, str] | None = None) -> str:
+        """Key format to write run ``run_id`` in: its own (``aipm.key_format``, or
+        :data:`~aipm_mlflow.convert.LEGACY` for a run of an older plugin), so a run continued
+        after an upgrade keeps one encoding. Read once per run."""
+        fmt = self._formats.get(run_id)
+        if fmt is not None:
+            return fmt
+        if tags is None:
+            tags = dict(self._get_run(run_id).data.tags)
+        found = cv.run_key_format(tags)
+        if found is None:  # not an aipm run (yet): the current format, said by its tag
+            found = KEY_FORMAT
+            self._log_batch(run_id, tags=[(cv.TAG_KEY_FORMAT, KEY_FORMAT)], op="tag key format")
+        self._formats[run_id] = found
+        return found
+
+    def _warn_once(self, msg: str) -> None:
+        if msg not in self._warned:
+            self._warned.add(msg)
+            _warn(msg)
 
     def _experiment_id(self, name: str | None, *, create: bool = True) -> str:
         """Id of the experiment ``name`` (created when absent and ``create``)."""
@@ -194,12 +217,21 @@ class MlflowBackend(BaseBackend):
                                   tags=[RunTag(k, v) for k, v in tags], synchronous=True)
 
     # -- run contents ----------------------------------------------------------------
-    def _record_tags(self, record: RunRecord, overflow: dict[str, str]) -> list[tuple[str, str]]:
+    def _record_tags(self, record: RunRecord, overflow: dict[str, str],
+                     fmt: str = KEY_FORMAT) -> list[tuple[str, str]]:
         tags: dict[str, str] = {}
+        encode = cv.write_encoder(fmt)
+        reserved = sorted(str(k) for k in record.tags
+                          if str(k).startswith("aipm.") and k != "aipm.source_ref")
+        if reserved:  # aipm.status, aipm.key_format ... are the plugin's: never overwritten
+            self._warn_once(f"tags {reserved} are not written to MLflow: tags named aipm.* "
+                            f"are reserved for aipm's own (except aipm.source_ref)")
         for k, v in record.tags.items():
             if str(k).startswith("mlflow."):  # MLflow's system tags are MLflow's to set
                 continue
-            key = to_mlflow_key(str(k), "tag")
+            if str(k) in reserved:
+                continue
+            key = encode(str(k), "tag")
             if len(str(v)) > MAX_TAG_VALUE_LENGTH:
                 overflow[f"tags/{key}.txt"] = str(v)
                 _warn(f"tag '{k}' is {len(str(v))} characters (MLflow allows "
@@ -217,12 +249,16 @@ class MlflowBackend(BaseBackend):
             tags[cv.TAG_RUN_ID] = record.run_id
         if record.guardrails_hash:
             tags[cv.TAG_GUARDRAILS] = record.guardrails_hash
+        if fmt != cv.LEGACY:
+            tags[cv.TAG_KEY_FORMAT] = fmt
         return list(tags.items())
 
-    def _params(self, config: dict[str, Any], overflow: dict[str, str]) -> list[tuple[str, str]]:
+    def _params(self, config: dict[str, Any], overflow: dict[str, str],
+                fmt: str = KEY_FORMAT) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []  # keys are distinct: flatten_config and keys are 1:1
+        encode = cv.write_encoder(fmt)
         for k, v in flatten_config(redact_config(config)).items():
-            key = to_mlflow_key(k, "config")
+            key = encode(k, "config")
             if len(v) > MAX_PARAM_VALUE_LENGTH:
                 overflow[f"params/{key}.txt"] = v
                 _warn(f"config value '{k}' is {len(v)} characters (MLflow params allow "
@@ -271,14 +307,28 @@ class MlflowBackend(BaseBackend):
                 entity, tags=[InputTag("mlflow.data.context", "eval")])])
         return name, ds.digest
 
-    def _plan(self, record: RunRecord) -> _Plan:
-        """Keys, params, tags and the artifact files of ``record``: every error a bad input
-        can cause (a key MLflow cannot take, two names for one key, a table Parquet cannot
-        hold) is raised here, before the run exists."""
+    def _plan(self, record: RunRecord, fmt: str = KEY_FORMAT,
+              streamed: str | None = None) -> _Plan:
+        """Keys (in key format ``fmt``), params, tags and the artifact files of ``record``:
+        every error a bad input can cause (a key MLflow cannot take, two names for one key, a
+        table Parquet cannot hold) is raised here, before the run exists.
+
+        ``streamed``: the id of the streamed run being finished; a metric whose key MLflow
+        cannot take is then left out of the summary with a warning (``log_points`` dropped
+        its points already; ``aipm/run.json`` keeps it) instead of blocking the finish."""
         overflow: dict[str, str] = {}
-        params = self._params(record.config, overflow)
-        tags = self._record_tags(record, overflow)
-        metric_keys = {k: self._key(str(k)) for k in record.metrics}
+        params = self._params(record.config, overflow, fmt)
+        tags = self._record_tags(record, overflow, fmt)
+        metric_keys: dict[str, str] = {}
+        for k in record.metrics:
+            try:
+                metric_keys[k] = self._key(str(k), fmt)
+            except BackendError as e:
+                if streamed is None:
+                    raise
+                if (streamed, str(k)) not in self._unwritable:
+                    self._unwritable.add((streamed, str(k)))
+                    _warn(f"{e}; it is left out of the MLflow summary")
         doc = record.to_dict()
         doc["config"] = redact_config(record.config)
         try:
@@ -352,9 +402,9 @@ class MlflowBackend(BaseBackend):
         ds_name, ds_digest = self._dataset(run_id, record)
         from mlflow.entities import Metric
 
-        metrics = [Metric(plan.metric_keys[k], float(mv.value), ts, 0, model_id=model_id,
+        metrics = [Metric(key, float(record.metrics[k].value), ts, 0, model_id=model_id,
                           dataset_name=ds_name, dataset_digest=ds_digest)
-                   for k, mv in record.metrics.items() if plan.metric_keys[k] not in series]
+                   for k, key in plan.metric_keys.items() if key not in series]
         for chunk in chunked(metrics, MAX_METRICS_PER_BATCH):
             self._log_batch(run_id, metrics=chunk, op="log metrics")
         self._artifacts(run_id, record, plan, f"{cv.SCHEME}:{run_id}")
@@ -386,6 +436,7 @@ class MlflowBackend(BaseBackend):
         with self._guard("create run"):
             run = self.client.create_run(exp_id, start_time=cv.iso_to_ms(record.created_at),
                                          tags=tags, run_name=record.name or None)
+        self._formats[str(run.info.run_id)] = KEY_FORMAT
         return str(run.info.run_id)
 
     # -- Backend protocol: whole runs ------------------------------------------------
@@ -404,8 +455,14 @@ class MlflowBackend(BaseBackend):
                     self._end(existing.info.run_id, record)
                 return f"{cv.SCHEME}:{existing.info.run_id}"
             resumed = existing is not None
-            run_id = existing.info.run_id if existing is not None else \
-                self._create_run(exp_id, record, source_id, "incomplete")
+            if existing is not None:  # finish it in its own key format
+                run_id = str(existing.info.run_id)
+                fmt = self._run_format(run_id, dict(existing.data.tags))
+                if fmt != KEY_FORMAT:
+                    plan.close()
+                    plan = self._plan(record, fmt)
+            else:
+                run_id = self._create_run(exp_id, record, source_id, "incomplete")
             try:
                 self._write_body(exp_id, run_id, record, plan, resumed)
                 self._complete(run_id, record)
@@ -563,16 +620,17 @@ class MlflowBackend(BaseBackend):
         from mlflow.entities import Metric
 
         run_id = self._run_id(ref)
+        fmt = self._run_format(run_id)
         key = self._keys.get
         metrics = []
         for p in points:
-            k = key(p.key)
+            k = key((fmt, p.key))
             if k is None:
                 try:
-                    k = self._key(p.key)
+                    k = self._key(p.key, fmt)
                 except BackendError as e:  # would block every later batch: drop, say so
-                    if p.key not in self._unwritable:
-                        self._unwritable.add(p.key)
+                    if (run_id, p.key) not in self._unwritable:
+                        self._unwritable.add((run_id, p.key))
                         _warn(f"{e}; its points are not sent to MLflow")
                     continue
             metrics.append(Metric(k, float(p.value), int(p.timestamp * 1000), int(p.step)))
@@ -586,7 +644,7 @@ class MlflowBackend(BaseBackend):
         """End a streamed run; with ``record``, also store its summary, details and table."""
         run_id = self._run_id(ref)
         if record is not None:
-            plan = self._plan(record)
+            plan = self._plan(record, self._run_format(run_id), streamed=run_id)
             try:
                 run = self._get_run(run_id)
                 self._write_body(run.info.experiment_id, run_id, record, plan, resumed=True,
@@ -655,13 +713,41 @@ class MlflowBackend(BaseBackend):
         return f"{cv.SCHEME}:{run_id}"
 
 
-_FILTER_NAME = re.compile(r"\b(metrics|params|tags)\.([A-Za-z_][\w./-]*\[[^\]\s]+\])")
+#: ``metrics.NAME``: backquoted, double-quoted, or bare (up to a space, an operator or a
+#: quote; a bare name may end in a ``[dim=value]`` slice).
+_FILTER_NAME = re.compile(
+    r"\b(metrics|params|tags)\."
+    r"(?:`(?P<bq>[^`]+)`|\"(?P<dq>[^\"]+)\"|"
+    r"(?P<bare>[^\s`'\"=<>!(),\[\]]+(?:\[[^\]\s]+\])?))")
+_WHAT = {"metrics": "metric", "params": "config", "tags": "tag"}
+
+
+def _filter_key(m: re.Match[str]) -> str:
+    name = m["bq"] or m["dq"] or m["bare"]
+    try:
+        key = to_mlflow_key(name, _WHAT[m[1]])
+    except BackendError:  # no run can have such a key: let MLflow say what it thinks
+        return m[0]
+    if m["bare"] is not None and key == name:
+        return m[0]
+    return f"{m[1]}.`{key}`"
 
 
 def mlflow_filter(text: str) -> str:
-    """Let filters name aipm metrics: ``metrics.accuracy[slice=de] > 0.9`` ->
-    ``metrics.`accuracy/slice:de` > 0.9``; everything else is MLflow's own syntax."""
-    return _FILTER_NAME.sub(lambda m: f"{m[1]}.`{to_mlflow_key(m[2])}`", text)
+    """Let filters name aipm metrics (and config / tag names): every ``metrics.NAME``,
+    backquoted or not, is translated to the MLflow key aipm writes for it, e.g.
+    ``metrics.accuracy[slice=de] > 0.9`` -> ``metrics.`accuracy/slice:de` > 0.9`` and
+    ``metrics.loss@train < 1`` -> ``metrics.`lossǀ40ǀtrain` < 1``; everything else is
+    MLflow's own syntax.
+
+    The key is the one of the current key format (3, the runs this version writes). For a
+    name whose key differs between formats, runs written with another one are not matched
+    by it: format-2 runs for a name with ``:`` (``eval:acc``) or a ``/`` in a slice value
+    (``acc[lang=zh/tw]``), runs of older plugins for any name they wrote with ``_``
+    (``loss@train`` was ``loss_train``: filter on that key to find them). Names MLflow
+    takes as they are (``accuracy``, ``train/loss``, ``accuracy[slice=de]``) have one key
+    in every format."""
+    return _FILTER_NAME.sub(_filter_key, text)
 
 
 def _sample_schema(ds: Any, df: Any) -> None:

@@ -19,10 +19,13 @@ from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord
 
 from .keys import (
     KEY_FORMAT,
+    KEY_FORMAT_V2,
     from_legacy_key,
     from_mlflow_key,
+    from_mlflow_key_v2,
     legacy_to_mlflow_key,
     to_mlflow_key,
+    to_mlflow_key_v2,
 )
 
 SCHEME = "mlflow"
@@ -82,22 +85,61 @@ def _same(key: str) -> str:
     return key
 
 
-def key_decoder(tags: Mapping[str, str]) -> Callable[[str], str]:
-    """MLflow key -> aipm name for a run with these tags: decode only what aipm encoded."""
-    if tags.get(TAG_KEY_FORMAT) == KEY_FORMAT:
-        return from_mlflow_key
-    if TAG_SCHEMA in tags:  # written by an older version of the plugin
-        return from_legacy_key
-    return _same
+def _same_key(name: str, what: str = "metric") -> str:
+    return name
 
 
-def key_encoder(tags: Mapping[str, str]) -> Callable[[str], str]:
-    """aipm name -> the MLflow key it has in a run with these tags (to read its history)."""
-    if tags.get(TAG_KEY_FORMAT) == KEY_FORMAT:
-        return to_mlflow_key
+#: What a key encoder is called with: ``encode(name, what)`` (``what`` names the kind of key
+#: in errors: ``metric``, ``config``, ``tag``).
+Encoder = Callable[..., str]
+
+_DECODERS: dict[str, Callable[[str], str]] = {KEY_FORMAT: from_mlflow_key,
+                                              KEY_FORMAT_V2: from_mlflow_key_v2}
+_ENCODERS: dict[str, Encoder] = {KEY_FORMAT: to_mlflow_key, KEY_FORMAT_V2: to_mlflow_key_v2}
+#: Key format of runs written by plugins older than ``aipm.key_format``.
+LEGACY = "legacy"
+
+
+def run_key_format(tags: Mapping[str, str]) -> str | None:
+    """Key format of a run with these tags: ``"3"``/``"2"``, :data:`LEGACY` (an aipm run of an
+    older plugin), or None (not written by aipm: keys are read as they are)."""
+    fmt = tags.get(TAG_KEY_FORMAT)
+    if fmt in _DECODERS:
+        return fmt
     if TAG_SCHEMA in tags:
+        return LEGACY
+    return None
+
+
+def key_decoder(tags: Mapping[str, str]) -> Callable[[str], str]:
+    """MLflow metric key -> aipm name for a run with these tags: decode only what aipm
+    encoded."""
+    fmt = run_key_format(tags)
+    if fmt is None:
+        return _same
+    return _DECODERS.get(fmt, from_legacy_key)
+
+
+def name_decoder(tags: Mapping[str, str]) -> Callable[[str], str]:
+    """Param / tag key -> aipm name: older plugins encoded only metric names as slices, so
+    their param and tag keys are read as they are."""
+    return _DECODERS.get(run_key_format(tags) or "", _same)
+
+
+def key_encoder(tags: Mapping[str, str]) -> Encoder:
+    """aipm name -> the MLflow key it has in a run with these tags (to read its history)."""
+    fmt = run_key_format(tags)
+    if fmt is None:
+        return _same_key
+    return _ENCODERS.get(fmt, legacy_to_mlflow_key)
+
+
+def write_encoder(fmt: str | None) -> Encoder:
+    """The encoder that writes more keys into a run of key format ``fmt`` (its own, so a run
+    keeps one encoding; runs not written by aipm get the current one)."""
+    if fmt == LEGACY:
         return legacy_to_mlflow_key
-    return _same
+    return _ENCODERS.get(fmt or KEY_FORMAT, to_mlflow_key)
 
 
 def _dataset_of(run: Any, tags: Mapping[str, str]) -> DatasetInfo:
@@ -152,9 +194,9 @@ def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunR
     info, data = run.info, run.data
     tags: dict[str, str] = dict(data.tags)
     params: dict[str, str] = dict(data.params)
-    decode = key_decoder(tags)
+    decode, decode_name = key_decoder(tags), name_decoder(tags)
     name = tags.get("mlflow.runName") or getattr(info, "run_name", None) or info.run_id
-    user_tags = {decode(k): v for k, v in tags.items()
+    user_tags = {decode_name(k): v for k, v in tags.items()
                  if not k.startswith(("mlflow.", "aipm.")) or k == "aipm.source_ref"}
     return RunRecord(
         run_id=info.run_id,
@@ -162,7 +204,7 @@ def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunR
         model=_model_of(tags, params, str(name)),
         dataset=_dataset_of(run, tags),
         metrics=map_metrics(data.metrics, metric_map or {}, decode),
-        config=redact_config({decode(k): v for k, v in params.items()}),
+        config=redact_config({decode_name(k): v for k, v in params.items()}),
         tags=user_tags,
         guardrails_hash=tags.get(TAG_GUARDRAILS) or None,
         created_at=ms_to_iso(info.start_time) or "",
