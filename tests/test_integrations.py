@@ -426,6 +426,52 @@ def test_lightning_stand_alone_validate_creates_a_run(store: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_lightning_gradient_accumulation_one_loss_per_optimizer_step(
+        store: Path, tmp_path: Path) -> None:
+    """Lightning hands the callback loss / accumulate_grad_batches for every micro-batch;
+    the run gets one point per optimizer step: the mean of its micro-batch losses."""
+    torch = pytest.importorskip("torch")
+    pl = pytest.importorskip("lightning.pytorch")
+    from aipm_tracking.integrations import AipmLightningCallback
+
+    by_step: dict[int, list[float]] = {}
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            # Lightning's own counter: the optimizer step this micro-batch feeds ends at +1
+            by_step.setdefault(int(self.global_step) + 1, []).append(float(loss.detach()))
+            return loss
+
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 4)  # 5 batches an epoch: two full windows of 2, then one of 1
+    dl = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
+    trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=2, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=str(tmp_path))
+    trainer.fit(Tiny(), dl)
+    assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
+    got = history(store, cb.tracker.ref)["loss"]
+    assert trainer.global_step == 6 and sorted(len(v) for v in by_step.values()) == [1, 1, 2,
+                                                                                      2, 2, 2]
+    assert [s for s, _ in got] == sorted(by_step) == list(range(1, 7))
+    assert [v for _, v in got] == pytest.approx([sum(v) / len(v) for _, v in
+                                                 sorted(by_step.items())])
+
+
+@pytest.mark.slow
 def test_keras_caught_training_error_is_failed(store: Path, tmp_path: Path) -> None:
     pytest.importorskip("keras")
     pytest.importorskip("torch")

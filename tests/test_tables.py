@@ -109,6 +109,63 @@ def test_streaming_duplicate_ids_sequential_and_strings(tmp_path: Path) -> None:
         evaluate(path, chunk_rows=250)
 
 
+def _late_change(df: pd.DataFrame, col: str, value: object) -> pd.DataFrame:
+    """``df`` with ``col`` holding ``value`` in its last 5 rows only (past the first block);
+    a string value gets the row number appended (ids stay distinct)."""
+    out = df.astype({col: object})
+    at = out.index[-5:]
+    out.loc[at, col] = [f"{value}{i}" for i in at] if isinstance(value, str) else value
+    return out
+
+
+@pytest.mark.parametrize(("suffix", "col", "value"), [
+    (".csv", "latency_ms", 12.5),  # int64 in the first block, then a float
+    (".csv", "label", "other"),  # int64, then a string (as is every value, whole-file)
+    (".csv", "example_id", "q-"),
+    (".csv", "overridden", "maybe"),  # bool, then a string: a bad row, named
+    (".jsonl", "latency_ms", 12.5),  # pyarrow's JSON error names no column
+    (".jsonl", "label", 0.5),  # the second int column to widen (latency_ms first)
+])
+def test_streaming_widens_a_type_that_changes_after_the_first_block(
+        tmp_path: Path, suffix: str, col: str, value: object) -> None:
+    """CSV/JSONL types are inferred from the first block (1 MiB) when streaming; the whole-file
+    reader types a column from all of it. A later value that does not fit the first block's
+    type used to stop a streamed evaluation ("CSV conversion error to int64")."""
+    n = 60_000  # > 1 MiB of text: several blocks
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"example_id": np.arange(n), "label": rng.integers(0, 3, n),
+                       "prediction": rng.integers(0, 3, n), "confidence": rng.random(n),
+                       "latency_ms": rng.integers(5, 400, n), "overridden": rng.random(n) < 0.1})
+    path = write(_late_change(df, col, value), tmp_path / f"eval{suffix}")
+    assert path.stat().st_size > 2 << 20
+    if col == "overridden":
+        for kw in ({}, {"chunk_rows": 2000}):
+            with pytest.raises(DataError, match="'overridden'.*5 row"):
+                evaluate(path, **kw)
+        return
+    whole = evaluate(path)  # the whole-file reader: the reference
+    if col == "latency_ms":
+        assert whole.metrics["latency_ms_p99"] == pytest.approx(
+            np.percentile(np.r_[df["latency_ms"].to_numpy()[:-5], [value] * 5], 99))
+    res = evaluate(path, chunk_rows=2000)
+    assert_same(res.metrics, whole.metrics)
+    assert res.details["confusion"] == whole.details["confusion"]
+
+
+def test_confusion_names_a_class_the_same_in_every_chunk(tmp_path: Path) -> None:
+    """Float labels against int predictions: a chunk whose labels are all integral named
+    class 1 "1", a chunk holding 0.5 named it "1.0": one class counted as two."""
+    y = np.array([0.0, 1.0, 2.0, 1.0] * 50 + [0.5, 1.0, 0.0, 2.0])
+    pred = np.array([0, 1, 2, 2] * 50 + [0, 1, 0, 1])
+    path = write(pd.DataFrame({"label": y, "prediction": pred}), tmp_path / "f.parquet")
+    for kw in ({}, {"chunk_rows": 40}):  # the last chunk alone holds 0.5
+        conf = evaluate(path, **kw).details["confusion"]
+        assert conf["labels"] == ["0", "0.5", "1", "2"]
+        want = pd.crosstab(pd.Categorical(y, [0, 0.5, 1, 2]),
+                           pd.Categorical(pred.astype(float), [0, 0.5, 1, 2]), dropna=False)
+        assert np.array_equal(np.array(conf["matrix"]), want.to_numpy())
+
+
 def test_truncated_parquet_and_garbage_files(tmp_path: Path) -> None:
     path = write(make_df(n=500), tmp_path / "eval.parquet")
     data = path.read_bytes()

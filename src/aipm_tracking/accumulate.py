@@ -82,6 +82,12 @@ _SUMS = ("n", "n_correct", "n_label", "n_conf", "n_fb", "n_fb_true", "n_ans", "n
          "slice_missing")
 
 
+def _int_name(v: Any) -> str:
+    """A class named as the integral chunks name it: ``1.0`` -> ``"1"``; ``0.5`` stays."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() else str(v)
+
+
 class EvalAccumulator:
     """Sums and histograms for every DESIGN §4 metric; mergeable and serialisable.
 
@@ -175,12 +181,14 @@ class EvalAccumulator:
 
     def _add_confusion(self, label: np.ndarray, pred: np.ndarray) -> None:
         kinds = {label.dtype.kind, pred.dtype.kind}
+        int_names = False
         if (label.dtype != pred.dtype and kinds <= set("biuf") and not kinds <= set("iu")
                 and label.size):
             # different numeric types compare by value (True == 1 == 1.0, as ``correct`` is
             # computed): one class, not two; float32 0.1 != 0.1, two classes. Integral values
             # are named as integers ("1"). Integers of different widths need no cast.
             label, pred = label.astype(np.float64), pred.astype(np.float64)
+            int_names = True  # in every chunk, whether or not this one is all integral
             if (np.all(np.isfinite(label)) and np.all(np.isfinite(pred))
                     and np.all(label == np.floor(label)) and np.all(pred == np.floor(pred))):
                 label, pred = label.astype(np.int64), pred.astype(np.int64)
@@ -203,7 +211,8 @@ class EvalAccumulator:
         lc, lu = pd.factorize(label, use_na_sentinel=False)
         pc, pu = pd.factorize(pred, use_na_sentinel=False)
         cm = np.bincount(lc * len(pu) + pc, minlength=len(lu) * len(pu)).reshape(len(lu), len(pu))
-        self._add_matrix([str(v) for v in lu], cm, [str(v) for v in pu])
+        name = _int_name if int_names else str
+        self._add_matrix([name(v) for v in lu], cm, [name(v) for v in pu])
 
     def _add_matrix(self, rows: list[str], cm: np.ndarray, cols: list[str] | None = None) -> None:
         cols = rows if cols is None else cols

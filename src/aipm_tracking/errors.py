@@ -25,6 +25,19 @@ class DataError(AipmError):
     """A per-example eval table is unusable: missing column, bad rows, unreadable file."""
 
 
+class ColumnTypeChanged(DataError):
+    """A streamed CSV/JSONL column changes type after the rows its type was inferred from.
+
+    Internal signal: the streamed evaluation starts again with ``column`` read as ``widen``
+    (``"float64"`` or ``"string"``), as reading the whole file at once would type it. Only a
+    change the whole-file reader cannot take either reaches the user, as this one line."""
+
+    def __init__(self, message: str, column: str, widen: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.widen = widen
+
+
 class RunNotFoundError(AipmError):
     """A run reference points at nothing."""
 

@@ -50,7 +50,7 @@ import numpy as np
 
 from . import tables
 from .accumulate import FINE_BINS, EvalAccumulator
-from .errors import AipmWarning, DataError, UsageError
+from .errors import AipmWarning, ColumnTypeChanged, DataError, UsageError
 from .pricing import Pricing
 from .schema import DataIssue, EvalResult, MetricValue
 from .selective import aurc, recommend_from_groups, recommend_threshold
@@ -391,8 +391,8 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     return res
 
 
-def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
-                         ) -> np.ndarray | None:
+def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int,
+                         types: Mapping[str, str]) -> np.ndarray | None:
     """Duplicate-id mask for a streamed file. A first pass over the id column checks that
     integer ids are strictly increasing (nothing kept in memory); otherwise a second pass
     collects the ids (64-bit hashes for non-integers; a collision between two different
@@ -401,7 +401,8 @@ def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
 
     last = None
     monotone = True
-    for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"]):
+    for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"],
+                                types=types):
         a = c["example_id"].to_numpy()
         if a.dtype.kind not in "iu" or (a.size and (
                 (last is not None and a[0] <= last) or not bool((a[1:] > a[:-1]).all()))):
@@ -416,7 +417,8 @@ def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
         return (s.to_numpy(dtype=np.int64) if s.dtype.kind in "iu"
                 else pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64))
 
-    chunks = tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"])
+    chunks = tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"],
+                                types=types)
     rows = tables.file_rows(path)
     if rows is not None:  # Parquet: fill one array, no list + concatenate copy
         ids = np.empty(rows, dtype=np.int64)
@@ -439,10 +441,24 @@ def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int
     return dup
 
 
-def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_threshold: float,
-              pricing: Pricing | None, drop: bool, chunk_rows: int,
-              traffic_mix: Mapping[str, float] | None, slice_column: str,
-              max_risk: float | None, risk_alpha: float) -> EvalResult:
+def _streamed(path: str, column_map: Mapping[str, str] | None, **kw: Any) -> EvalResult:
+    """Evaluate a file chunk by chunk. A CSV/JSONL column whose type (inferred from the first
+    block) a later block does not fit is widened as the whole-file reader would (int to float,
+    anything to string), and the evaluation starts over: at most twice per column."""
+    types: dict[str, str] = {}
+    while True:
+        try:
+            return _streamed_once(path, column_map, types=types, **kw)
+        except ColumnTypeChanged as e:
+            if types.get(e.column) == e.widen:  # no progress: report it
+                raise DataError(str(e)) from None
+            types[e.column] = e.widen
+
+
+def _streamed_once(path: str, column_map: Mapping[str, str] | None, *, types: dict[str, str],
+                   fallback_threshold: float, pricing: Pricing | None, drop: bool,
+                   chunk_rows: int, traffic_mix: Mapping[str, float] | None,
+                   slice_column: str, max_risk: float | None, risk_alpha: float) -> EvalResult:
     cmap = dict(column_map or {})
     src_cols = tables.file_columns(path)
     renames = tables.check_column_map(src_cols, cmap, path)
@@ -456,13 +472,13 @@ def _streamed(path: str, column_map: Mapping[str, str] | None, *, fallback_thres
     _usable(final, path, pricing)
     dup_all = None
     if "example_id" in final:
-        dup_all = _streamed_duplicates(path, cmap, chunk_rows)
+        dup_all = _streamed_duplicates(path, cmap, chunk_rows, types)
     issues = _Issues()
     acc = EvalAccumulator(fallback_threshold, exact_rows=STREAM_EXACT_ROWS,
                           aurc_exact_rows=STREAM_EXACT_ROWS)
     notes: dict[str, str] = {}
     offset = kept = 0
-    for df in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows):
+    for df in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, types=types):
         n = len(df)
         dup = None if dup_all is None else dup_all[offset:offset + n]
         cols, keep, nt = _prepare(df, path, issues, fallback_threshold=fallback_threshold,

@@ -7,6 +7,11 @@ Two ways in:
   memory (Parquet through ``ParquetFile.iter_batches``, CSV through ``pyarrow.csv.open_csv``,
   JSONL through ``pyarrow.json.open_json``).
 
+A streamed CSV/JSONL column is typed from the file's first block; a later block that does not
+fit raises :class:`~aipm_tracking.errors.ColumnTypeChanged`, and the evaluation reads the file
+again with that column widened (int to float, anything to string), as the whole-file reader
+types it.
+
 Both apply the column map (``theirs -> canonical``, DESIGN §3) and turn every read failure
 (truncated Parquet, unparsable CSV/JSONL, unknown extension, a mapped column that does not
 exist) into a :class:`~aipm_tracking.errors.DataError` whose one line names the file and column.
@@ -15,11 +20,12 @@ exist) into a :class:`~aipm_tracking.errors.DataError` whose one line names the 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DataError
+from .errors import ColumnTypeChanged, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -184,10 +190,69 @@ def file_columns(path: str) -> list[str]:
     return []
 
 
-def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+#: A streamed CSV block whose values do not fit the type inferred from the first block.
+_CSV_TYPE_CHANGE = re.compile(r"In CSV column #(\d+): CSV conversion error to ([^:]+): "
+                              r"invalid value '(.*)'")
+#: ... and the JSON one (pyarrow names no column: see :func:`_json_int_column`).
+_JSON_INT_CHANGE = re.compile(r"Failed to convert JSON to int64, couldn't parse:(\S+)")
+#: Whose int64 type is widened first when a JSONL block holds a float (the usual suspects).
+_WIDEN_ORDER = ("latency_ms", "cost_usd", "confidence", "input_tokens", "output_tokens",
+                "label", "prediction")
+
+
+def _parses_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_header(path: str) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        return next(csv.reader(f), [])
+
+
+def _csv_type_change(path: str, exc: BaseException) -> DataError | None:
+    m = _CSV_TYPE_CHANGE.search(str(exc))
+    if m is None:
+        return None
+    names = _csv_header(path)  # the number counts the file's columns, read or not
+    if int(m.group(1)) >= len(names):
+        return None
+    col, was, value = names[int(m.group(1))], m.group(2), m.group(3)
+    widen = "float64" if was == "int64" and _parses_as_float(value) else "string"
+    if was == "string":
+        return None
+    return ColumnTypeChanged(f"{path}: column '{col}' holds {value[:40]!r} after rows read "
+                             f"as {was}", col, widen)
+
+
+def _json_int_column(path: str, exc: BaseException, schema: Any,
+                     types: Mapping[str, str]) -> DataError | None:
+    """pyarrow's JSON reader does not say which int64 column met a float: widen the likeliest
+    one still int64 (a second failure widens the next)."""
+    m = _JSON_INT_CHANGE.search(str(exc))
+    if m is None or schema is None or not _parses_as_float(m.group(1)):
+        return None
+    ints = [f.name for f in schema if str(f.type) == "int64" and f.name not in types]
+    ints.sort(key=lambda c: (_WIDEN_ORDER.index(c) if c in _WIDEN_ORDER else len(_WIDEN_ORDER),
+                             c == "example_id"))
+    if not ints:
+        return None
+    return ColumnTypeChanged(f"{path}: column '{ints[0]}' holds {m.group(1)[:40]!r} after "
+                             f"rows read as int64", ints[0], "float64")
+
+
+def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None,
+              types: Mapping[str, str] | None = None) -> Iterator[pd.DataFrame]:
     fmt = file_format(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such eval file")
+    types = dict(types or {})
+    schema: Any = None
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
@@ -197,18 +262,28 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None) -> Iterator
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
                 yield batch.to_pandas()
             return
+        import pyarrow as pa
+
         # Text formats: blocks of bytes; ~64 bytes per row is a fair guess for eval rows.
+        # A column's type is inferred from the first block; ``types`` widens the columns a
+        # later block showed to hold more (the whole-file reader's type for them).
         block = max(1 << 20, min(chunk_rows * 64, 256 << 20))
+        pinned = {c: pa.float64() if t == "float64" else pa.string() for c, t in types.items()}
         if fmt == "csv":
             import pyarrow.csv as pcsv
 
             reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block),
-                                   convert_options=pcsv.ConvertOptions(include_columns=columns)
-                                   if columns else None)
+                                   convert_options=pcsv.ConvertOptions(
+                                       include_columns=columns, column_types=pinned))
         else:
             import pyarrow.json as pjson
 
-            reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=block))
+            reader = pjson.open_json(
+                path, read_options=pjson.ReadOptions(block_size=block),
+                parse_options=pjson.ParseOptions(
+                    explicit_schema=pa.schema(list(pinned.items())),
+                    unexpected_field_behavior="infer") if pinned else None)
+        schema = reader.schema
         for batch in reader:
             df = batch.to_pandas()
             yield df[columns] if (columns and fmt == "jsonl") else df
@@ -219,14 +294,23 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None) -> Iterator
     except MemoryError:
         raise
     except Exception as e:
+        changed = (_csv_type_change(path, e) if fmt == "csv"
+                   else _json_int_column(path, e, schema, types))
+        if changed is not None:
+            raise changed from None
         raise _wrap_read_error(path, fmt, e) from None
 
 
 def iter_chunks(path: str | Path, column_map: Mapping[str, str] | None = None, *,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+                columns: list[str] | None = None,
+                types: Mapping[str, str] | None = None) -> Iterator[pd.DataFrame]:
     """Stream a file as DataFrames with canonical column names (``columns``: canonical names
-    to read, default all). Memory is bounded by the chunk size."""
+    to read, default all). Memory is bounded by the chunk size.
+
+    CSV/JSONL column types are inferred from the first block. A later block that does not fit
+    raises :class:`~aipm_tracking.errors.ColumnTypeChanged`: stream again with ``types``
+    (file column name -> ``"float64"`` or ``"string"``) updated from it."""
     path = os.fspath(path)
     src_cols = file_columns(path)
     renames = check_column_map(src_cols, column_map, path)
@@ -235,5 +319,5 @@ def iter_chunks(path: str | Path, column_map: Mapping[str, str] | None = None, *
         back = {v: k for k, v in renames.items()}
         final = [renames.get(c, c) for c in src_cols]
         read_cols = [back.get(c, c) for c in columns if c in final]
-    for df in _iter_raw(path, chunk_rows, read_cols):
+    for df in _iter_raw(path, chunk_rows, read_cols, types):
         yield df.rename(columns=renames) if renames else df
