@@ -152,6 +152,21 @@ def test_streaming_widens_a_type_that_changes_after_the_first_block(
     assert res.details["confusion"] == whole.details["confusion"]
 
 
+def test_streaming_jsonl_field_first_seen_late_is_one_clear_line(tmp_path: Path) -> None:
+    import json
+
+    n = 40_000
+    path = tmp_path / "late.jsonl"
+    with path.open("w") as f:  # rows without the key, as many JSONL writers leave it out
+        for i in range(n):
+            row = {"example_id": i, "label": i % 3, "prediction": i % 2}
+            f.write(json.dumps({**row, "slice": "late"} if i >= n - 10 else row) + "\n")
+    assert path.stat().st_size > 1 << 20
+    assert evaluate(path).metrics["n_examples"] == n  # the whole-file reader takes it
+    with pytest.raises(DataError, match=r"late\.jsonl: a field that is not in the first rows"):
+        evaluate(path, chunk_rows=1000)
+
+
 def test_confusion_names_a_class_the_same_in_every_chunk(tmp_path: Path) -> None:
     """Float labels against int predictions: a chunk whose labels are all integral named
     class 1 "1", a chunk holding 0.5 named it "1.0": one class counted as two."""

@@ -298,6 +298,10 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None,
                    else _json_int_column(path, e, schema, types))
         if changed is not None:
             raise changed from None
+        if fmt == "jsonl" and "unexpected field" in str(e):
+            raise DataError(f"{path}: a field that is not in the first rows appears later; a "
+                            f"streamed JSONL file needs every field in its first 1 MiB (null "
+                            f"is fine), or convert it to Parquet") from None
         raise _wrap_read_error(path, fmt, e) from None
 
 
