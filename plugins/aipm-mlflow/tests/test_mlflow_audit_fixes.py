@@ -428,3 +428,38 @@ def test_debug_traceback_has_no_credentials() -> None:
     text = "".join(traceback.format_exception(ei.value))
     assert "s3cret-pw" not in text and "alice:" not in text
     assert "***@127.0.0.1:5999" in text and "The above exception was the direct cause" in text
+
+
+# -- ±inf: MLflow's stores clamp it to the largest double ----------------------------------
+def test_infinite_values_read_back_as_infinite(sqlite_uri: str, tmp_path: Path) -> None:
+    import math
+
+    from aipm_tracking.tracker import Tracker
+
+    with Tracker(to="mlflow:infs", run_name="inf", model="m", model_version="1",
+                 mlflow_uri=sqlite_uri, spool_dir=tmp_path / "spool") as tr:
+        tr.log(step=0, loss=2.0, grad_norm=math.inf, margin=-math.inf)
+        tr.log(step=1, loss=math.inf, grad_norm=1.5, margin=-1e300)
+    assert tr.ref is not None
+    run_id = tr.ref.split(":")[1]
+    raw = _client(sqlite_uri).get_run(run_id).data.metrics
+    assert raw["loss"] == 1.7976931348623157e308  # what MLflow itself hands back
+    be = backend(sqlite_uri)
+    got = {(p.key, p.step): p.value for p in be.read_history(tr.ref)}
+    assert got == {("loss", 0): 2.0, ("loss", 1): math.inf, ("grad_norm", 0): math.inf,
+                   ("grad_norm", 1): 1.5, ("margin", 0): -math.inf, ("margin", 1): -1e300}
+    rec = be.read_run(tr.ref)
+    assert rec.metrics["loss"].value == math.inf and rec.metrics["margin"].value == -1e300
+
+
+def test_listings_say_which_runs_hold_a_per_example_table(sqlite_uri: str) -> None:
+    be = backend(sqlite_uri)
+    with_table = be.write_run(make_record(name="with", seed=1), "listing-examples")
+    without = be.write_run(make_record(name="without", seed=2, with_examples=False),
+                           "listing-examples")
+    listed = {r.ref: r.has_examples for r in be.list_runs("listing-examples")}
+    assert listed == {with_table: True, without: False}
+    code, out, err = _cli(sqlite_uri, "runs", "list", "--from", "mlflow:listing-examples",
+                          "--format", "json")
+    assert code == 0, err
+    assert {r["ref"]: r["has_examples"] for r in json.loads(out)} == listed

@@ -551,8 +551,10 @@ class MlflowBackend(BaseBackend):
                                     f"{e}") from e
             if rec is None:
                 rec = cv.run_to_record(run, self.options.metric_map)
-            elif run.data.tags.get(cv.TAG_STATUS) == "incomplete":
-                rec.status = "incomplete"
+            else:
+                cv.restore_infinities(rec, run)
+                if run.data.tags.get(cv.TAG_STATUS) == "incomplete":
+                    rec.status = "incomplete"
             rec.run_id, rec.ref = run_id, ref
             if with_examples:
                 path = self._examples_path(run)
@@ -676,7 +678,8 @@ class MlflowBackend(BaseBackend):
         for name, mkey in pairs:
             with self._guard(f"get metric history '{name}'"):
                 hist = self.client.get_metric_history(run_id, mkey)
-            out.extend(MetricPoint(name, float(m.value), int(m.step), m.timestamp / 1000.0)
+            out.extend(MetricPoint(name, cv.metric_value(m.value), int(m.step),
+                                   m.timestamp / 1000.0)
                        for m in hist)
         out.sort(key=lambda p: (p.step, p.key, p.timestamp))
         return out

@@ -9,7 +9,10 @@ name, the first dataset input as dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -169,6 +172,13 @@ def _model_of(tags: Mapping[str, str], params: Mapping[str, str], name: str) -> 
     return ModelInfo(str(model), str(version))
 
 
+def metric_value(value: Any) -> float:
+    """A metric value as MLflow returns it, with ±inf restored: MLflow's stores clamp ±inf to
+    ±1.7976931348623157e308 (the largest double), which no real metric reaches."""
+    v = float(value)
+    return math.copysign(math.inf, v) if abs(v) == sys.float_info.max else v
+
+
 def map_metrics(raw: Mapping[str, float], metric_map: Mapping[str, str],
                 decode: Callable[[str], str] = _same) -> dict[str, MetricValue]:
     """MLflow metric keys -> canonical names (``decode``: see :func:`key_decoder`);
@@ -178,15 +188,24 @@ def map_metrics(raw: Mapping[str, float], metric_map: Mapping[str, str],
     for key, value in raw.items():
         if key in metric_map:
             canon = metric_map[key]
-            out[canon] = MetricValue(float(value))
+            out[canon] = MetricValue(metric_value(value))
             mapped.add(canon)
     for key, value in raw.items():
         if key in metric_map:
             continue
         canon = decode(key)
         if canon not in mapped:
-            out[canon] = MetricValue(float(value))
+            out[canon] = MetricValue(metric_value(value))
     return out
+
+
+def restore_infinities(rec: RunRecord, run: Any) -> None:
+    """``aipm/run.json`` is strict JSON (±inf written as null): take ±inf back from the run's
+    MLflow metrics, where a null stands for one."""
+    raw = map_metrics(run.data.metrics, {}, key_decoder(dict(run.data.tags)))
+    for k, mv in list(rec.metrics.items()):
+        if math.isnan(mv.value) and k in raw and math.isinf(raw[k].value):
+            rec.metrics[k] = dataclasses.replace(mv, value=raw[k].value)
 
 
 def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunRecord:
@@ -211,4 +230,5 @@ def run_to_record(run: Any, metric_map: Mapping[str, str] | None = None) -> RunR
         finished_at=ms_to_iso(info.end_time),
         status=status_of(run),
         ref=f"{SCHEME}:{info.run_id}",
+        examples_stored=bool(tags.get(TAG_EXAMPLES)),  # set once the table is uploaded
     )
