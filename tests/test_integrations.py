@@ -91,11 +91,19 @@ def test_transformers_trainer_callback(store: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_lightning_callback(store: Path, tmp_path: Path) -> None:
+    """What the run holds is what Lightning hands its own loggers (its ``CSVLogger``, in the
+    same trainer, is the independent record): per-step metrics every step, each validation
+    when it runs (mid-epoch ones too, none repeated in epochs without one), nothing logged
+    with ``logger=False``, all at the loggers' steps; plus the per-step training loss."""
+    import csv
+
     torch = pytest.importorskip("torch")
     pl = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import CSVLogger
+
     from aipm_tracking.integrations import AipmLightningCallback
 
-    seen: list[float] = []
+    seen: list[tuple[int, float]] = []
 
     class Tiny(pl.LightningModule):
         def __init__(self) -> None:
@@ -106,8 +114,9 @@ def test_lightning_callback(store: Path, tmp_path: Path) -> None:
         def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
             x, y = batch
             loss = torch.nn.functional.mse_loss(self.net(x), y)
-            seen.append(float(loss.detach()))
-            self.log("train_mse", loss, on_step=False, on_epoch=True)
+            seen.append((int(self.global_step), float(loss.detach())))
+            self.log("train_mse", loss, on_step=True, on_epoch=True)
+            self.log("pbar_only", 123.0, prog_bar=True, logger=False)
             return loss
 
         def validation_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
@@ -115,26 +124,39 @@ def test_lightning_callback(store: Path, tmp_path: Path) -> None:
             self.log("val_mse", torch.nn.functional.mse_loss(self.net(x), y))
 
         def configure_optimizers(self):  # noqa: ANN201
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            return torch.optim.SGD(self.parameters(), lr=0.05)
 
     torch.manual_seed(0)
-    x = torch.randn(24, 4)
+    x = torch.randn(32, 4)
     ds = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
-    dl = torch.utils.data.DataLoader(ds, batch_size=8)
+    dl = torch.utils.data.DataLoader(ds, batch_size=4)  # 8 batches an epoch
     cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"), run_name="pl-tiny")
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[cb],
-                         default_root_dir=str(tmp_path))
+    csv_logger = CSVLogger(str(tmp_path / "csv"), name="ref")
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", logger=csv_logger,
+                         log_every_n_steps=1, val_check_interval=0.5,
+                         check_val_every_n_epoch=2, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[cb], default_root_dir=str(tmp_path))
     trainer.fit(Tiny(), dl, dl)
     assert cb.tracker is not None and cb.tracker.ref
+    assert trainer.loggers == [csv_logger]  # the callback's seat is given back
     cb.finish()
     got = history(store, cb.tracker.ref)
-    assert [s for s, _ in got["loss"]] == list(range(1, 7))  # global_step after each batch
-    assert [v for _, v in got["loss"]] == pytest.approx(seen)
-    assert [s for s, _ in got["val_mse"]] == [3, 6]
-    assert got["val_mse"][-1][1] == pytest.approx(float(trainer.callback_metrics["val_mse"]))
-    assert got["train_mse"][-1][1] == pytest.approx(float(trainer.callback_metrics["train_mse"]))
+
+    want: dict[str, list[tuple[int, float]]] = {}
+    with open(Path(csv_logger.log_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k != "step" and v != "":
+                    want.setdefault(k, []).append((int(row["step"]), float(v)))
+    assert {k for k in want if k != "epoch"} == {"train_mse_step", "train_mse_epoch", "val_mse"}
+    for k, pts in want.items():
+        assert [s for s, _ in got[k]] == [s for s, _ in pts], k
+        assert [v for _, v in got[k]] == pytest.approx([v for _, v in pts], rel=1e-6), k
+    assert len(want["train_mse_step"]) == 32 and len(want["val_mse"]) == 4  # 2 epochs x 2
+    assert "pbar_only" not in got
+    assert got["loss"] == [(s, pytest.approx(v)) for s, v in seen]
+    assert [s for s, _ in got["loss"]] == list(range(32))  # the loggers' step axis
     rec = LocalBackend(BackendOptions(store=str(store))).read_run(cb.tracker.ref)
     assert rec.status == "finished" and rec.model.name == "Tiny" and rec.config == {"width": 4}
 
@@ -169,7 +191,7 @@ def test_lightning_failure_is_recorded(store: Path, tmp_path: Path) -> None:
     cb.finish()  # Lightning reported the exception: failed
     rec = LocalBackend(BackendOptions(store=str(store))).read_run(cb.tracker.ref)
     assert rec.status == "failed"
-    assert [s for s, _ in history(store, cb.tracker.ref)["loss"]] == [1, 2]
+    assert [s for s, _ in history(store, cb.tracker.ref)["loss"]] == [0, 1]
 
 
 @pytest.mark.slow
@@ -411,6 +433,28 @@ def test_lightning_validate_after_fit_same_run(store: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_lightning_without_loggers_checkpoints_where_lightning_puts_them(
+        store: Path, tmp_path: Path) -> None:
+    """With ``logger=False`` the callback is the trainer's only logger while fit runs: the
+    checkpoint directory must still be Lightning's own choice (default_root_dir/checkpoints)."""
+    from aipm_tracking.integrations import AipmLightningCallback
+
+    pl, Tiny, dl = _pl_module()
+    cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
+                         default_root_dir=str(tmp_path))
+    trainer.fit(Tiny(), dl, dl)
+    trainer.fit(Tiny(), dl, dl, ckpt_path="last")  # a second fit of the same trainer
+    assert trainer.loggers == []
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()]  # where Lightning puts them
+    assert not (tmp_path / "aipm").exists()
+    assert cb.tracker is not None and cb.tracker.ref
+    cb.finish()
+    assert len(history(store, cb.tracker.ref)["val_mse"]) == 2  # the module's self.log
+
+
+@pytest.mark.slow
 def test_lightning_stand_alone_validate_creates_a_run(store: Path, tmp_path: Path) -> None:
     from aipm_tracking.integrations import AipmLightningCallback
 
@@ -444,8 +488,9 @@ def test_lightning_gradient_accumulation_one_loss_per_optimizer_step(
         def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
             x, y = batch
             loss = torch.nn.functional.mse_loss(self.net(x), y)
-            # Lightning's own counter: the optimizer step this micro-batch feeds ends at +1
-            by_step.setdefault(int(self.global_step) + 1, []).append(float(loss.detach()))
+            # Lightning's own counter: optimizer steps done before this micro-batch's; its
+            # loggers log the step's metrics under it
+            by_step.setdefault(int(self.global_step), []).append(float(loss.detach()))
             return loss
 
         def configure_optimizers(self):  # noqa: ANN201
@@ -466,7 +511,7 @@ def test_lightning_gradient_accumulation_one_loss_per_optimizer_step(
     got = history(store, cb.tracker.ref)["loss"]
     assert trainer.global_step == 6 and sorted(len(v) for v in by_step.values()) == [1, 1, 2,
                                                                                       2, 2, 2]
-    assert [s for s, _ in got] == sorted(by_step) == list(range(1, 7))
+    assert [s for s, _ in got] == sorted(by_step) == list(range(6))
     assert [v for _, v in got] == pytest.approx([sum(v) / len(v) for _, v in
                                                  sorted(by_step.items())])
 

@@ -292,6 +292,26 @@ def test_rank_gating(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert tr0.is_writer and tr0.ref
 
 
+@pytest.mark.parametrize("env", [{"LOCAL_RANK": "1"}, {"LOCAL_RANK": "0", "NODE_RANK": "1"},
+                                 {"SLURM_PROCID": "3"}])
+def test_rank_from_launcher_variables(store: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      env: dict[str, str]) -> None:
+    """Lightning's DDP launcher starts rank 1 with LOCAL_RANK=1 and no RANK; a Tracker the
+    script builds before ``torch.distributed`` is initialised must not write there."""
+    for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with aipm.Tracker(spool_dir=tmp_path / "sp") as tr:
+        assert tr.rank != 0 and not tr.is_writer and tr.ref is None
+        tr.log(step=0, loss=1.0)
+    assert not store.exists()
+    monkeypatch.setenv("RANK", "0")  # RANK, when set, is the global rank: it wins
+    with aipm.Tracker(spool_dir=tmp_path / "sp") as tr0:
+        assert tr0.rank == 0 and tr0.is_writer and tr0.ref
+
+
 def test_old_spool_is_replayed_on_next_start(store: Path, tmp_path: Path,
                                              flaky: type[Flaky]) -> None:
     flaky.down = True

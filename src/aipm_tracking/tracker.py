@@ -116,8 +116,24 @@ def _check_step(step: Any) -> int:
     return i
 
 
+#: Where launchers put a process's rank, in the order Lightning's ``rank_zero_only`` reads
+#: them (Lightning's own DDP launcher sets only ``LOCAL_RANK`` in the processes it starts).
+_RANK_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        v = os.environ.get(name)
+        return int(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def detect_rank(rank: int | None = None) -> int:
-    """``rank`` if given, else ``torch.distributed``'s (when initialised), else ``$RANK``."""
+    """``rank`` if given, else ``torch.distributed``'s (when initialised), else the first of
+    ``$RANK``, ``$LOCAL_RANK``, ``$SLURM_PROCID``, ``$JSM_NAMESPACE_RANK`` that is set. A
+    local rank 0 on a node other than the first (``$NODE_RANK``/``$GROUP_RANK`` > 0) is not
+    global rank 0: it is reported as rank 1 (enough to keep it from writing)."""
     if rank is not None:
         return int(rank)
     dist = sys.modules.get("torch.distributed")
@@ -127,11 +143,14 @@ def detect_rank(rank: int | None = None) -> int:
                 return int(dist.get_rank())
         except Exception:  # noqa: BLE001
             pass
-    env = os.environ.get("RANK")
-    try:
-        return int(env) if env not in (None, "") else 0
-    except ValueError:
-        return 0
+    for name in _RANK_VARS:
+        r = _env_int(name)
+        if r is not None:
+            if r == 0 and name == "LOCAL_RANK" and any(
+                    (_env_int(n) or 0) > 0 for n in ("NODE_RANK", "GROUP_RANK")):
+                return 1
+            return r
+    return 0
 
 
 class Tracker:
