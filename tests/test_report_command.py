@@ -63,6 +63,24 @@ def test_latest_run_per_version_in_time_order() -> None:
     assert [m.metric for m in t.metrics] == ["accuracy", "latency_ms_p95"]  # info metrics left out
 
 
+def test_versions_order_as_numbers_not_by_when_they_were_logged() -> None:
+    """v2 logged before the v1 baseline (or v1 re-evaluated later) must still read v1 -> v2:
+    ordering by log time reversed the trend ("worse in the last version")."""
+    runs = [_rec("2", 0.9175, 971, "2024-01-01T00:00:00+00:00"),
+            _rec("10", 0.93, 900, "2024-01-02T00:00:00+00:00"),
+            _rec("1", 0.9085, 800, "2024-01-03T00:00:00+00:00")]
+    t = build_trend("bot", runs)
+    assert t.versions == ["v1", "v2", "v10"]
+    acc = next(m for m in t.metrics if m.metric == "accuracy")
+    assert acc.values == [0.9085, 0.9175, 0.93] and acc.note().startswith("improving")
+    # versions that are not numbers (git hashes) keep the order they were first logged in,
+    # also when an old one is logged again later
+    shas = [_rec("a1f3", 0.80, 700, "2024-01-01T00:00:00+00:00"),
+            _rec("9c2e", 0.85, 690, "2024-01-02T00:00:00+00:00"),
+            _rec("a1f3", 0.81, 700, "2024-01-03T00:00:00+00:00", name="again")]
+    assert [r.name for r in latest_per_version(shas)] == ["again", "bot-9c2e"]
+
+
 # -- CLI ---------------------------------------------------------------------------------
 @pytest.fixture
 def trend_store(tmp_path: Path) -> Path:

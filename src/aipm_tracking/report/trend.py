@@ -9,6 +9,7 @@ markdown.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,14 +84,34 @@ def _finite(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+#: A version that orders as numbers: ``3``, ``v2``, ``1.10.2`` (``1.10`` after ``1.9``).
+_NUMERIC_VERSION = re.compile(r"^[vV]?(\d+(?:\.\d+)*)$")
+
+
+def _numeric_version(v: str) -> tuple[int, ...] | None:
+    m = _NUMERIC_VERSION.match(v.strip())
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
 def latest_per_version(runs: Iterable[RunRecord]) -> list[RunRecord]:
-    """The newest run of each model version, ordered oldest version first (by created_at)."""
+    """The newest run of each model version, oldest version first.
+
+    Versions that all read as numbers (``1``, ``v2``, ``1.10.2``) are ordered as numbers, so
+    re-evaluating an old version (a baseline refresh) does not move it to the end. Otherwise
+    (git hashes, names) a version's place is when it was first logged."""
     best: dict[str, RunRecord] = {}
+    first: dict[str, str] = {}
     for r in runs:
         key = r.model.version or r.name
-        if key not in best or (r.created_at or "") > (best[key].created_at or ""):
+        created = r.created_at or ""
+        if key not in best or created > (best[key].created_at or ""):
             best[key] = r
-    return sorted(best.values(), key=lambda r: r.created_at or "")
+        if key not in first or created < first[key]:
+            first[key] = created
+    nums = {k: _numeric_version(k) if k else None for k in best}
+    if all(n is not None for n in nums.values()):
+        return [best[k] for k in sorted(best, key=lambda k: (nums[k], first[k]))]
+    return [best[k] for k in sorted(best, key=lambda k: first[k])]
 
 
 def build_trend(model: str, runs: Sequence[RunRecord], guardrails: Any = None,
