@@ -82,7 +82,8 @@ def test_replay_creates_the_run_sends_points_once_and_marks_killed(tmp_path: Pat
     hist = be.read_history(res.ref)
     assert [p.step for p in hist] == list(range(40))
     assert [p.value for p in hist] == [s * 0.25 for s in range(40)]
-    assert be.read_run(res.ref).status == "killed"
+    rec = be.read_run(res.ref)
+    assert rec.status == "killed" and rec.metric("loss") == 39 * 0.25
     again = replay_spool(w.path, keep=True)  # idempotent
     assert again.points == 0 and len(be.read_history(res.ref)) == 40
     assert replay_spool(w.path).points == 0  # and now deleted
@@ -240,7 +241,11 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path: Path, down: boo
     assert all(p.value == p.step * 0.5 for p in by_key["loss"])  # nothing corrupted
     assert all(p.value == p.step % 7 for p in by_key["acc"])
     assert len(hist) == before + res["points"]
-    assert be.read_run(ref).status == "killed"
+    rec = be.read_run(ref)
+    assert rec.status == "killed"
+    # the summary a finish would have written: each series' last logged value
+    assert rec.metric("loss") == by_key["loss"][-1].value == (n - 1) * 0.5
+    assert rec.metric("acc") == (n - 1) % 7
     out2 = CliRunner().invoke(cli, ["sync", "--spool-dir", str(spool_dir)])
     assert out2.exit_code == 0 and "nothing to sync" in out2.output
     assert len(be.read_history(ref)) == len(hist)

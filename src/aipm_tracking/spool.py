@@ -34,7 +34,7 @@ import os
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from .errors import AipmWarning, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.base import Backend, BackendOptions
+    from .schema import RunRecord
 
 try:  # POSIX only; elsewhere spools are not locked (sync may then race a live Tracker)
     import fcntl
@@ -451,6 +452,20 @@ def backend_for(header: dict[str, Any], options: BackendOptions | None = None, *
     return get_backend(scheme, opts)
 
 
+def _killed_record(header: dict[str, Any], last: Mapping[str, float]) -> RunRecord | None:
+    """The summary a Tracker killed before ``finish`` would have written: its start record
+    with each series' last logged value (no eval: that is only known at finish)."""
+    import dataclasses
+
+    from .schema import MetricValue, RunRecord
+
+    if not last or not header.get("record"):
+        return None
+    start = RunRecord.from_dict(header["record"])
+    return dataclasses.replace(start, metrics={k: MetricValue(v) for k, v in last.items()},
+                               status="killed")
+
+
 def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None = None,
                  backend: Backend | None = None, keep: bool = False,
                  mlflow_uri: str | None = None) -> SyncResult:
@@ -477,9 +492,15 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
             res.status, res.reason = "synced", "already delivered"
         else:
             finish: dict[str, Any] | None = None
+            last: dict[str, float] = {}  # each key's last logged value: a killed run's summary
             for _s, _e, rec in reader.records(0):
                 if rec.get("t") == "finish":
                     finish = rec
+                elif rec.get("t") == "points":
+                    for pt in rec.get("p") or []:
+                        if isinstance(pt, list) and len(pt) >= 2 and isinstance(pt[1], float
+                                                                                 | int):
+                            last[str(pt[0])] = float(pt[1])
             res.torn, res.corrupt = reader.torn, reader.corrupt
             be = backend or backend_for(header, options, mlflow_uri=mlflow_uri)
             if state.ref is None:
@@ -493,7 +514,7 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
                 status = str(finish.get("status") or "finished")
                 final = RunRecord.from_dict(finish["record"]) if finish.get("record") else None
             else:
-                status, final = "killed", None
+                status, final = "killed", _killed_record(header, last)
             if final is not None:
                 final.ref = state.ref
             be.finish_run(state.ref, status, final)
