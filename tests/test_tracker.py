@@ -606,3 +606,27 @@ def test_adapters_leave_out_keys_the_tracker_refuses() -> None:
     with pytest.warns(AipmWarning, match="left out"):
         got = numeric({"": 1.0, "k" * 251: 2.0, "loss": 3.0, "k" * 250: 4.0})
     assert got == {"loss": 3.0, "k" * 250: 4.0}
+
+
+def test_a_diverged_loss_stays_infinite_in_the_summary(store: Path, tmp_path: Path) -> None:
+    """Strict JSON holds inf as null: the summary used to read back NaN, and a filter such
+    as ``metrics.loss > 100`` missed the diverged run."""
+    import math
+
+    from click.testing import CliRunner
+
+    from aipm_tracking.cli import cli
+
+    with aipm.Tracker(run_name="diverged", spool_dir=tmp_path / "sp") as tr:
+        tr.log(step=0, loss=2.0, margin=1.0)
+        tr.log(step=1, loss=math.inf, margin=-math.inf)
+    with aipm.Tracker(run_name="fine", spool_dir=tmp_path / "sp") as ok:
+        ok.log(step=0, loss=0.5)
+    rec = local(store).read_run(tr.ref)
+    assert rec.metric("loss") == math.inf and rec.metric("margin") == -math.inf
+    out = CliRunner().invoke(cli, ["--store", str(store), "runs", "list", "--filter",
+                                   "metrics.loss > 100", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert [r["name"] for r in json.loads(out.output)] == ["diverged"]
+    shown = CliRunner().invoke(cli, ["--store", str(store), "runs", "show", tr.ref])
+    assert shown.exit_code == 0 and "inf" in shown.output

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import secrets
 import shutil
@@ -44,6 +45,8 @@ SCHEME = "local"
 #: (key, value, step, timestamp) types sqlite3 binds as they are
 _PLAIN_POINT = {(str, v, int, t) for v in (float, int, type(None)) for t in (float, int)}
 DB_NAME = "aipm.db"
+#: Key of a stored record naming its infinite metrics (strict JSON holds them as null).
+_INFINITE = "infinite_metrics"
 EXAMPLES_DIR = "examples"
 
 
@@ -187,6 +190,11 @@ class LocalBackend(BaseBackend):
                                   status=status, examples=None)
         d = local_db.jsonable(rec.to_dict(), "record")
         d["has_examples"] = record.examples is not None
+        # strict JSON writes ±inf as null: keep which were infinite (a diverged loss)
+        inf = {k: ("inf" if mv.value > 0 else "-inf") for k, mv in record.metrics.items()
+               if math.isinf(mv.value)}
+        if inf:
+            d[_INFINITE] = inf
         return d
 
     def _write_tmp(self, table: pa.Table) -> Path:
@@ -222,7 +230,8 @@ class LocalBackend(BaseBackend):
         conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
         conn.executemany(
             "INSERT INTO metrics (run_id, name, value, ci_lo, ci_hi, n) VALUES (?, ?, ?, ?, ?, ?)",
-            [(run_id, str(k), finite(mv.value), finite(mv.ci[0]) if mv.ci else None,
+            [(run_id, str(k), mv.value if math.isinf(mv.value) else finite(mv.value),
+              finite(mv.ci[0]) if mv.ci else None,
               finite(mv.ci[1]) if mv.ci else None, int(mv.n) if mv.n is not None else None)
              for k, mv in record.metrics.items()])
         conn.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
@@ -319,8 +328,12 @@ class LocalBackend(BaseBackend):
     # -- reading ---------------------------------------------------------------------
     def _record(self, run_id: str, text: str) -> RunRecord:
         try:
-            rec = RunRecord.from_json(text)
-        except (ValueError, KeyError, TypeError) as e:
+            d = json.loads(text)
+            rec = RunRecord.from_dict(d)
+            for k, sign in (d.get(_INFINITE) or {}).items():
+                if k in rec.metrics:
+                    rec.metrics[k] = dataclasses.replace(rec.metrics[k], value=float(sign))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise StoreError(f"run '{run_id}' in {self.db_path} has an unreadable record: "
                              f"{e}") from None
         rec.run_id, rec.ref = run_id, f"{SCHEME}:{run_id}"
