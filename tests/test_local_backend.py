@@ -295,6 +295,9 @@ def test_list_newest_first_and_limit(backend: LocalBackend, three_runs: dict[str
     ("metrics.no_such_metric > 0", []),
     ('name = "x\' OR \'1\'=\'1"', []),  # a value is data, never SQL
     ('dataset = "support-eval"', ["new", "mid", "old"]),
+    ('dataset = "support-eval@v3"', ["new", "mid", "old"]),  # as --dataset takes it
+    ('dataset = "support-eval@v4"', []),
+    ('dataset.version = "v3"', ["new", "mid", "old"]),
     ('created_at < "2026-02-15"', ["mid", "old"]),
     ("", ["new", "mid", "old"]),
 ])

@@ -277,7 +277,11 @@ def compile_filter(text: str | None) -> tuple[str, list[Any]]:
             params += [key, arg]
         elif field in COLUMN_FIELDS:
             numeric = _is_number(raw, quoted) and field not in _TIME_FIELDS
-            cond, arg = _compare(COLUMN_FIELDS[field], op, value, numeric=numeric)
+            expr = COLUMN_FIELDS[field]
+            if field == "dataset" and "@" in value:  # NAME@VERSION, as --dataset takes it
+                expr = ("(json_extract(runs.dataset, '$.name') || '@' || "
+                        "json_extract(runs.dataset, '$.version'))")
+            cond, arg = _compare(expr, op, value, numeric=numeric)
             conds.append(cond)
             params.append(arg)
         else:
