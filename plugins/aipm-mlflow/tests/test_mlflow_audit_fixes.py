@@ -463,3 +463,50 @@ def test_listings_say_which_runs_hold_a_per_example_table(sqlite_uri: str) -> No
                           "--format", "json")
     assert code == 0, err
     assert {r["ref"]: r["has_examples"] for r in json.loads(out)} == listed
+
+
+def test_reading_never_creates_a_store_nor_logs_noise(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no tracking URI set, MLflow defaults to sqlite:///mlflow.db in the current
+    directory: a read (runs show / list / history) used to create that database (and log
+    two INFO lines) before failing."""
+    import mlflow.tracking._tracking_service.utils as mlflow_uri_state
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(mlflow_uri_state, "_tracking_uri", None)  # set by earlier tests
+    for args in (["runs", "show", "mlflow:deadbeef"], ["runs", "list", "--from", "mlflow:x"],
+                 ["runs", "history", "mlflow:deadbeef"]):
+        code, out, err = _aipm_no_uri(*args)
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"aipm: error: no MLflow store at {tmp_path / 'mlflow.db'} (give --mlflow-uri or "
+            f"set MLFLOW_TRACKING_URI)"], err
+    assert list(tmp_path.iterdir()) == []
+    # writing creates it, without MLflow's INFO lines on stderr
+    (tmp_path / "e.csv").write_text("example_id,label,prediction,confidence\n1,a,a,0.9\n")
+    code, out, err = _aipm_no_uri("log", "e.csv", "--model", "m", "--to", "mlflow:x")
+    assert code == 0 and (tmp_path / "mlflow.db").exists()
+    assert "INFO" not in err and "Creating initial" not in err, err
+
+
+def _aipm_no_uri(*args: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+    import logging
+
+    from aipm_tracking.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)  # MLflow's own logging, wherever it would go
+    logging.getLogger().addHandler(handler)
+    mlflow_logger = logging.getLogger("mlflow")
+    mlflow_logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                pytest.raises(SystemExit) as ei:
+            main(list(args))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        mlflow_logger.removeHandler(handler)
+    return int(ei.value.code or 0), out.getvalue(), err.getvalue()

@@ -44,13 +44,21 @@ from aipm_tracking.errors import (
     BackendError,
     DataError,
     RunNotFoundError,
+    StoreError,
 )
 from aipm_tracking.redact import redact_config
 from aipm_tracking.refs import validate_run_id
 from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 
 from . import convert as cv
-from .connect import configure_http, extra, guard, resolve_endpoint
+from .connect import (
+    configure_http,
+    extra,
+    guard,
+    quiet_store_logs,
+    resolve_endpoint,
+    sqlite_file,
+)
 from .keys import (
     KEY_FORMAT,
     MAX_METRICS_PER_BATCH,
@@ -102,19 +110,39 @@ class MlflowBackend(BaseBackend):
         self.options = options or BackendOptions()
         self.endpoint = resolve_endpoint(self.options)
         configure_http(self.options)
-        with guard(self.endpoint, "connect"):
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=self.endpoint.uri)
+        quiet_store_logs()
+        self._client: Any = None  # made on first use: making it creates a SQLite store
         self._keys: dict[tuple[str, str], str] = {}  # (key format, name) -> MLflow key
         self._formats: dict[str, str] = {}  # run id -> the key format its keys are written in
         self._unwritable: set[tuple[str, str]] = set()  # (run id, name) dropped with a warning
         self._warned: set[str] = set()
         self._experiments: dict[str, str] = {}
 
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` (created on first use)."""
+        if self._client is None:
+            with guard(self.endpoint, "connect"):
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.endpoint.uri)
+        return self._client
+
+    @client.setter
+    def client(self, value: Any) -> None:
+        self._client = value
+
     # -- helpers ---------------------------------------------------------------------
     def _guard(self, op: str) -> Any:
         return guard(self.endpoint, op)
+
+    def _must_exist(self) -> None:
+        """Reading never creates a store: a SQLite file that is not there is an error (MLflow
+        would create an empty database, in the current directory by default)."""
+        path = sqlite_file(self.endpoint.uri)
+        if path is not None and not os.path.exists(path):
+            raise StoreError(f"no MLflow store at {os.path.abspath(path)} (give --mlflow-uri "
+                             f"or set MLFLOW_TRACKING_URI)")
 
     def _run_id(self, locator: str) -> str:
         loc = locator.strip()
@@ -474,6 +502,7 @@ class MlflowBackend(BaseBackend):
         return f"{cv.SCHEME}:{run_id}"
 
     def _get_run(self, run_id: str) -> Any:
+        self._must_exist()
         with self._guard(f"get run {run_id}"):
             return self.client.get_run(run_id)
 
@@ -567,6 +596,7 @@ class MlflowBackend(BaseBackend):
     def list_runs(self, target: str | None = None, *, filter: str | None = None,
                   limit: int | None = None) -> Iterator[RunRecord]:
         """Runs of experiment ``target`` (all experiments if None), newest first, paged."""
+        self._must_exist()
         if target:
             exp_ids = [self._experiment_id(target, create=False)]
         else:

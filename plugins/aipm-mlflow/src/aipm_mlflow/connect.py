@@ -82,6 +82,25 @@ def resolve_endpoint(options: BackendOptions) -> Endpoint:
     return Endpoint(uri=uri, safe=scrub_text(uri))
 
 
+def sqlite_file(uri: str) -> str | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for other stores, ``:memory:``)."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if not path or path == ":memory:" else path
+
+
+def quiet_store_logs() -> None:
+    """MLflow logs "Creating initial MLflow database tables..." (and alembic its migrations)
+    at INFO on stderr: noise around aipm's one-line output, unless AIPM_DEBUG is set."""
+    import logging
+
+    if os.environ.get("AIPM_DEBUG"):
+        return
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_http(options: BackendOptions) -> int:
     """Bound MLflow's HTTP retries (env defaults, options win); return the number of tries."""
     for opt, (env, default) in _ENV.items():
