@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aipm_tracking.backends.base import BackendOptions, BaseBackend
-from aipm_tracking.errors import AipmWarning, DataError, InvalidReferenceError, UsageError
+from aipm_tracking.errors import (
+    AipmWarning,
+    DataError,
+    InvalidReferenceError,
+    RunNotFoundError,
+    UsageError,
+)
 from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 
 from . import convert
+from .filters import RunFilter
 from .offline import LocalRun, find_log, read_local_run, read_table_file
 from .scrub import scrub_message
 
@@ -146,9 +153,16 @@ class WandbBackend(BaseBackend):
             status=lr.status, run_json=run_json)
         if lr.status != "finished" and rec.status in ("finished", "running"):
             rec.status = lr.status  # the log's end wins: failed, killed mid-way ...
+        # what read_run loads (aipm/examples.parquet, else a logged examples/predictions
+        # table), told from the run's files and summary without reading the table
+        rec.examples_stored = self._has_local_examples(lr)
         if with_examples:
             rec.examples = self._local_examples(lr)
         return rec
+
+    def _has_local_examples(self, lr: LocalRun) -> bool:
+        return (os.path.isfile(os.path.join(lr.files_dir, convert.EXAMPLES_PARQUET))
+                or bool(convert.examples_table_keys(lr.summary, self.extra.get("examples_table"))))
 
     def _local_examples(self, lr: LocalRun) -> Any:
         pq_path = os.path.join(lr.files_dir, convert.EXAMPLES_PARQUET)
@@ -192,6 +206,9 @@ class WandbBackend(BaseBackend):
             run_json=run_json)
         if status != "finished" and rec.status in ("finished", "running"):
             rec.status = status
+        keys = convert.examples_table_keys(summary, self.extra.get("examples_table"))
+        # what the branch below loads, told from the file list and the summary
+        rec.examples_stored = convert.EXAMPLES_PARQUET in files or bool(keys)
         if with_examples:
             if convert.EXAMPLES_PARQUET in files:
                 import pandas as pd
@@ -199,88 +216,114 @@ class WandbBackend(BaseBackend):
                 data = remote.download(run, convert.EXAMPLES_PARQUET)
                 if data is not None:
                     rec.examples = pd.read_parquet(io.BytesIO(data))
-            else:
-                keys = convert.examples_table_keys(summary, self.extra.get("examples_table"))
-                if keys:
-                    import pandas as pd
+                rec.examples_stored = data is not None
+            elif keys:
+                import pandas as pd
 
-                    try:
-                        frames = [remote.read_table(run, k, summary[k]) for k in keys]
-                    except DataError as err:
-                        warnings.warn(f"{err}; the run is read without per-example data",
-                                      AipmWarning, stacklevel=2)
-                    else:
-                        rec.examples = (pd.concat(frames, ignore_index=True)
-                                        if len(frames) > 1 else frames[0])
+                try:
+                    frames = [remote.read_table(run, k, summary[k]) for k in keys]
+                except DataError as err:
+                    warnings.warn(f"{err}; the run is read without per-example data",
+                                  AipmWarning, stacklevel=2)
+                    rec.examples_stored = False
+                else:
+                    rec.examples = (pd.concat(frames, ignore_index=True)
+                                    if len(frames) > 1 else frames[0])
         return rec
 
     def list_runs(self, target: str | None = None, *, filter: str | None = None,
                   limit: int | None = None) -> Iterator[RunRecord]:
-        """Runs of ``ENTITY/PROJECT`` (newest first, paged), or of a local ``wandb/`` dir.
+        """Runs of ``ENTITY/PROJECT`` (newest first, paged), of a local ``wandb/`` folder, or
+        the one run of a local run directory (or its ``.wandb`` file).
 
-        ``filter``: a W&B MongoDB-style JSON filter (``{"state": "finished"}``) or a regular
-        expression on the display name.
+        ``filter``: the core's ``FIELD OP VALUE`` clauses joined by ``and``
+        (``metrics.accuracy > 0.9 and model = "bot"``), evaluated on each run's RunRecord
+        exactly as the embedded store evaluates them (:mod:`aipm_wandb.filters`); on a
+        server, the clauses W&B can apply are also sent with the request. Kept from before:
+        one word (no spaces) with none of ``= ! < >`` is a regular expression on the run
+        name, and text starting with ``{`` a W&B MongoDB-style JSON filter (server only).
+        Anything else the core cannot read is a UsageError.
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 0):
             raise UsageError(f"limit must be a non-negative integer, got {limit!r}")
-        if target and os.path.isdir(os.path.expanduser(target)):
-            return self._list_local(os.path.expanduser(target), filter, limit)
-        return self._list_remote(target, filter, limit)
+        flt = RunFilter(filter)  # a filter it cannot read fails here, before any request
+        if target and os.path.exists(os.path.expanduser(target)):
+            return self._list_local(os.path.expanduser(target), flt, limit)
+        return self._list_remote(target, flt, limit)
 
-    def _list_local(self, folder: str, filter: str | None,
-                    limit: int | None) -> Iterator[RunRecord]:
+    def _list_local(self, path: str, flt: RunFilter, limit: int | None) -> Iterator[RunRecord]:
         import glob
-        import re
 
-        dirs = [d for d in glob.glob(os.path.join(glob.escape(folder), "*run-*"))
-                if os.path.isdir(d) and not os.path.islink(d)]
-        recs = []
-        for d in dirs:
-            try:
-                recs.append(self._read_local(d, with_examples=False))
-            except DataError:
-                continue
-        if filter:
-            try:
-                pat = re.compile(filter)
-            except re.error as e:
-                raise UsageError(f"--filter for local W&B runs is a regular expression on "
-                                 f"the run name: {e}") from None
-            recs = [r for r in recs if pat.search(r.name)]
+        if flt.mongo is not None:
+            raise UsageError("a JSON (MongoDB-style) filter is applied by a W&B server; for "
+                             "local run directories use FIELD OP VALUE, e.g. "
+                             "'metrics.accuracy > 0.9 and model = \"bot\"'")
+        if os.path.isfile(path) or glob.glob(os.path.join(glob.escape(path), "run-*.wandb")):
+            # one run: its directory (latest-run, offline-run-…, run-…) or its .wandb log
+            recs = [self._read_local(path, with_examples=False)]
+        else:  # a wandb/ folder: every run directory in it
+            recs = []
+            for d in glob.glob(os.path.join(glob.escape(path), "*run-*")):
+                if not os.path.isdir(d) or os.path.islink(d):
+                    continue
+                try:
+                    recs.append(self._read_local(d, with_examples=False))
+                except (DataError, RunNotFoundError):  # unreadable, or no run log (yet)
+                    continue
+        try:
+            recs = [r for r in recs if flt.matches(r)]
+        finally:
+            flt.close()
         recs.sort(key=lambda r: r.created_at or "", reverse=True)
         return iter(recs[:limit] if limit is not None else recs)
 
-    def _list_remote(self, target: str | None, filter: str | None,
+    def _list_remote(self, target: str | None, flt: RunFilter,
                      limit: int | None) -> Iterator[RunRecord]:
-        from . import remote
-
         entity, project = convert.parse_project(target)
         if entity is None:
             raise InvalidReferenceError("listing W&B runs needs ENTITY/PROJECT")
-        filters: dict[str, Any] | None = None
-        if filter:
-            text = filter.strip()
-            if text.startswith("{"):
-                try:
-                    filters = json.loads(text)
-                except ValueError as e:
-                    raise UsageError(f"W&B filter is not valid JSON: {e}") from None
-            else:
-                filters = {"display_name": {"$regex": text}}
+        return self._iter_remote(entity, project, flt, limit)
+
+    def _iter_remote(self, entity: str, project: str, flt: RunFilter,
+                     limit: int | None) -> Iterator[RunRecord]:
+        from . import remote
+
         per_page = int(self.extra.get("per_page", 50))
         api = self._api_()
-        for run in remote.iter_runs(api, f"{entity}/{project}", filters=filters,
-                                    per_page=per_page, limit=limit, quiet=self.options.quiet):
-            status = wandb_status(getattr(run, "state", ""))
-            rec = convert.record_from_wandb(
-                run_id=run.id, ref=f"wandb:{entity}/{project}/{run.id}",
-                display_name=str(run.name or run.id), config=dict(run.config or {}),
-                summary=dict(run.summary_metrics or {}), metric_map=self.options.metric_map,
-                created_at=convert.iso_time(getattr(run, "created_at", None)), status=status)
-            if status != "finished" and rec.status in ("finished", "running"):
-                rec.status = status  # as _read_remote: the server's state wins
-            yield rec
+        table_key = self.extra.get("examples_table")
+        # an expression is checked on each run here: the limit counts the runs that pass
+        runs = remote.iter_runs(api, f"{entity}/{project}",
+                                filters=flt.server_filters(self.options.metric_map),
+                                per_page=per_page,
+                                limit=None if flt.is_expression else limit,
+                                quiet=self.options.quiet)
+        n = 0
+        try:
+            for run in runs:
+                if limit is not None and n >= limit:
+                    break
+                status = wandb_status(getattr(run, "state", ""))
+                summary = dict(run.summary_metrics or {})
+                rec = convert.record_from_wandb(
+                    run_id=run.id, ref=f"wandb:{entity}/{project}/{run.id}",
+                    display_name=str(run.name or run.id), config=dict(run.config or {}),
+                    summary=summary, metric_map=self.options.metric_map,
+                    created_at=convert.iso_time(getattr(run, "created_at", None)),
+                    status=status)
+                if status != "finished" and rec.status in ("finished", "running"):
+                    rec.status = status  # as _read_remote: the server's state wins
+                # a logged per-example table (or aipm's row count) in the summary: what
+                # read_run would load, told without listing or downloading the run's files
+                rec.examples_stored = (bool(convert.examples_table_keys(summary, table_key))
+                                       or bool(summary.get("aipm/examples_rows")))
+                if flt.is_expression and not flt.matches(rec):
+                    continue
+                n += 1
+                yield rec
+        finally:
+            runs.close()
+            flt.close()
 
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
         local = self._local_path(locator)

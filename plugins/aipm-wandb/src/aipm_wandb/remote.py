@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from aipm_tracking.errors import BackendError, DataError, RunNotFoundError
@@ -236,7 +236,7 @@ def scan_history(run: Any, page_size: int = 1000) -> list[dict[str, Any]]:
 
 
 def iter_runs(api: Any, path: str, *, filters: dict[str, Any] | None, per_page: int,
-              limit: int | None, quiet: bool) -> Iterator[Any]:
+              limit: int | None, quiet: bool) -> Generator[Any, None, None]:
     """Runs of ``ENTITY/PROJECT``, newest first, paged; a progress bar on a TTY."""
     try:
         runs = api.runs(path, filters=filters or {}, order="-created_at", per_page=per_page,

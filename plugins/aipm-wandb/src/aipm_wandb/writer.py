@@ -377,6 +377,15 @@ def comparison_rows(cmp: Comparison) -> list[list[Any]]:
             for r in cmp.metrics]
 
 
+def row_label(metric: str, slice_: str | None) -> str:
+    """A comparison row's name: ``metric`` with its slice, once. A per-slice guardrail's
+    row already names it (``accuracy[slice=de]``, slice ``slice=de``); a row whose metric
+    does not is given ``[slice]``."""
+    if not slice_ or metric.endswith(f"[{slice_}]"):
+        return metric
+    return f"{metric}[{slice_}]"
+
+
 COMPARISON_COLUMNS = ["metric", "slice", "direction", "baseline", "candidate", "delta",
                       "delta_rel", "ci_low", "ci_high", "p_value", "test", "threshold",
                       "severity", "verdict", "reason"]
@@ -410,7 +419,7 @@ def write_comparison(cmp: Comparison, target: str | None, extra: Mapping[str, An
         run.summary["aipm/exit_code"] = cmp.exit_code
         if cmp.exit_code == 1:
             blocking = [r for r in cmp.metrics if r.blocking]
-            lines = [f"{r.metric}{'[' + r.slice + ']' if r.slice else ''}: {r.verdict} "
+            lines = [f"{row_label(r.metric, r.slice)}: {r.verdict} "
                      f"({r.baseline} -> {r.candidate}; {r.reason})" for r in blocking]
             run.alert(title=f"aipm: {c.name} blocked against {b.name}"[:200],
                       text="\n".join(lines)[:4000] or "a guardrail blocks",
