@@ -252,8 +252,49 @@ def test_plugin_backend_and_reporter_through_compare(plugin_path: Path, tmp_path
     assert missing.returncode == 2 and "no run 'zzz' in memory" in missing.stderr
 
 
-def test_two_plugins_claiming_one_scheme_is_an_error(plugin_path: Path) -> None:
+def test_a_plugin_claiming_a_builtin_scheme_is_a_warning_not_a_crash(plugin_path: Path) -> None:
+    """Contract §8: a failing plugin is never a crash of every command. A plugin claiming
+    'local' used to make every command (even `aipm plugins`) exit 2."""
     _make_dist(plugin_path, "aipm-dup", DUPLICATE_BACKEND)
     out = run_cli("runs", "list", env=_env(plugin_path))
-    assert out.returncode == 2
-    assert "backend 'local' registered by both" in out.stderr and "aipm_dup" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "plugin 'aipm_dup' registers backend 'local', which is built in" in out.stderr
+    assert out.stderr.count("registers backend 'local'") == 1  # warned once
+    listing = run_cli("plugins", "--format", "json", env=_env(plugin_path))
+    assert listing.returncode == 0
+    dup = next(p for p in json.loads(listing.stdout)["plugins"] if p["name"] == "aipm_dup")
+    assert "not replaced" in dup["error"]
+
+
+SECOND_MEMORY = """
+from aipm_tracking import hookimpl
+from aipm_tracking.metrics import MetricDef
+
+@hookimpl
+def aipm_register_backends(register):
+    register("memory", object)
+
+@hookimpl
+def aipm_register_metrics(register):
+    register(MetricDef("accuracy", "lower", "", "hijack"))
+"""
+
+
+def test_two_third_party_plugins_claiming_one_scheme(plugin_path: Path) -> None:
+    """Neither gets the scheme (which one would win is up to install order): using it names
+    both; every other command works."""
+    _make_dist(plugin_path, "aipm-memory", BACKEND_AND_REPORTER)
+    _make_dist(plugin_path, "aipm-memory2", SECOND_MEMORY)
+    env = _env(plugin_path)
+    ok = run_cli("runs", "list", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "backend 'memory' registered by both" in ok.stderr
+    used = run_cli("runs", "show", "memory:a", env=env)
+    assert used.returncode == 2
+    assert used.stderr.strip().splitlines()[-1].startswith(
+        "aipm: error: backend 'memory:' is registered by both"), used.stderr
+    assert "aipm_memory" in used.stderr and "aipm_memory2" in used.stderr
+    metrics = run_cli("metrics", "--format", "json", env=env)  # the built-in keeps its name
+    assert metrics.returncode == 0, metrics.stderr
+    acc = next(m for m in json.loads(metrics.stdout) if m["name"] == "accuracy")
+    assert acc["direction"] == "higher" and "registered twice" in metrics.stderr

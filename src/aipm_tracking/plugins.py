@@ -59,10 +59,24 @@ class _Host:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: list[PluginInfo] = []
+        self._warned: set[str] = set()
+        #: (what, name) -> the plugins that all registered it (none of them is used)
+        self.conflicts: dict[tuple[str, str], tuple[str, str]] = {}
         self._load()
 
     def _warn(self, msg: str) -> None:
         warnings.warn(msg, AipmWarning, stacklevel=3)
+
+    def _conflict(self, plugin: str, msg: str) -> None:
+        """A name two plugins claim: warn once, and show it against ``plugin`` in
+        ``aipm plugins``."""
+        if msg in self._warned:
+            return
+        self._warned.add(msg)
+        for info in self.infos:
+            if info.name == plugin:
+                info.error = f"{info.error}; {msg}" if info.error else msg
+        self._warn(msg)
 
     def _register(self, plugin: object, name: str, version: str, source: str) -> None:
         try:
@@ -123,16 +137,29 @@ class _Host:
 
     # -- contributions ---------------------------------------------------------------
     def _collect(self, hook: Any, what: str) -> dict[str, tuple[str, Any]]:
-        """Call a register-callback hook plugin by plugin; return name -> (plugin, value)."""
+        """Call a register-callback hook plugin by plugin; return name -> (plugin, value).
+
+        A name two plugins register is a warning naming both, never a crash of every
+        command: a built-in keeps its name; between two third-party plugins neither gets it
+        (using it is then an error naming both, see :func:`get_backend`)."""
         out: dict[str, tuple[str, Any]] = {}
         for impl in hook.get_hookimpls():
             pname = impl.plugin_name
 
             def register(name: str, value: Any, _p: str = pname) -> None:
-                if name in out and out[name][0] != _p:
-                    raise PluginError(f"{what} '{name}' registered by both "
-                                      f"'{out[name][0]}' and '{_p}'")
-                out[name] = (_p, value)
+                first = out.get(name, (None, None))[0] or self.conflicts.get(
+                    (what, name), (None, None))[0]
+                if first is None or first == _p:
+                    out[name] = (_p, value)
+                elif first in DEFAULT_PLUGINS:
+                    self._conflict(_p, f"plugin '{_p}' registers {what} '{name}', which is "
+                                       f"built in ('{first}'): not replaced")
+                else:
+                    out.pop(name, None)
+                    self.conflicts[(what, name)] = (first, _p)
+                    self._conflict(_p, f"{what} '{name}' registered by both '{first}' and "
+                                       f"'{_p}': neither is used (uninstall one, or block "
+                                       f"one with AIPM_DISABLE_PLUGINS)")
 
             try:
                 impl.function(register)
@@ -160,7 +187,10 @@ class _Host:
             def register(d: MetricDef, _p: str = pname) -> None:
                 if d.source == "aipm" and _p not in DEFAULT_PLUGINS:
                     d = MetricDef(d.name, d.direction, d.unit, d.doc, d.kind, source=_p)
-                reg.register(d)
+                try:
+                    reg.register(d)
+                except PluginError as e:  # the first definition stays (built-ins first)
+                    self._conflict(_p, f"{e}: the first definition is used")
 
             try:
                 impl.function(register)
@@ -198,7 +228,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def plugin_infos() -> list[PluginInfo]:
-    return list(host().infos)
+    """What loaded, with the conflicts found when collecting every contribution."""
+    h = host()
+    h.backends, h.reporters, metric_registry()  # noqa: B018 - collecting notes conflicts
+    return list(h.infos)
 
 
 @lru_cache(maxsize=1)
@@ -217,6 +250,10 @@ def get_backend(scheme: str, options: BackendOptions | None = None) -> Backend:
 
     factories = host().backends
     factory = factories.get(scheme)
+    both = host().conflicts.get(("backend", scheme))
+    if factory is None and both:
+        raise PluginError(f"backend '{scheme}:' is registered by both '{both[0]}' and "
+                          f"'{both[1]}': uninstall one, or block one with AIPM_DISABLE_PLUGINS")
     if factory is None:
         known = ", ".join(sorted(factories)) or "none"
         raise UsageError(f"no backend for scheme '{scheme}:' (installed: {known}); "
@@ -226,6 +263,10 @@ def get_backend(scheme: str, options: BackendOptions | None = None) -> Backend:
 
 def get_reporter(name: str) -> Reporter:
     reps = host().reporters
+    both = host().conflicts.get(("report format", name))
+    if name not in reps and both:
+        raise PluginError(f"report format '{name}' is registered by both '{both[0]}' and "
+                          f"'{both[1]}': uninstall one, or block one with AIPM_DISABLE_PLUGINS")
     if name not in reps:
         raise UsageError(f"unknown format '{name}' (known: {', '.join(sorted(reps))})")
     return reps[name]
