@@ -630,3 +630,32 @@ def test_a_diverged_loss_stays_infinite_in_the_summary(store: Path, tmp_path: Pa
     assert [r["name"] for r in json.loads(out.output)] == ["diverged"]
     shown = CliRunner().invoke(cli, ["--store", str(store), "runs", "show", tr.ref])
     assert shown.exit_code == 0 and "inf" in shown.output
+
+
+def test_logged_points_of_a_guardrailed_metric_are_checked(store: Path, tmp_path: Path,
+                                                           flaky: type[Flaky]) -> None:
+    """A framework's own eval metrics (``log``/``log_dict``, as the adapters hand them on)
+    are checked against the guardrails too: under the metric's name, or a name the
+    guardrails' metric_map maps to it. They used to be stored without a word."""
+    g = {"version": 1, "name": "bot", "metric_map": {"eval_accuracy": "accuracy"},
+         "metrics": {"accuracy": {"min": 0.8}, "latency_ms_p95": {"max": 900}}}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with aipm.Tracker(to="flaky", guardrails=g, flush_every_s=0.05,
+                          spool_dir=tmp_path / "sp") as tr:
+            tr.log(step=10, eval_accuracy=0.91, loss=0.3)  # fine
+            tr.log(step=20, eval_accuracy=0.62)  # breach
+            tr.log(step=30, eval_accuracy=0.60)  # still breached: no second warning
+            tr.log(step=40, latency_ms_p95=1200.0)
+            tr.flush()
+            time.sleep(0.3)
+            tr.log_eval(eval_table(400, 0.6, 2), step=50)  # checked once, by log_eval
+    texts = [str(w.message) for w in seen if issubclass(w.category, AipmWarning)]
+    acc = [t for t in texts if t.startswith("accuracy = ")]
+    assert len(acc) == 1 and "accuracy = 0.62 at step 20 breaches" in acc[0], texts
+    assert any(t.startswith("latency_ms_p95 = 1200 at step 40 breaches") for t in texts)
+    got = [(b["metric"], b["step"]) for b in tr.breaches]
+    assert got == [("accuracy", 20), ("accuracy", 30), ("latency_ms_p95", 40),
+                   ("accuracy", 50)]
+    assert [a[1] for a in flaky.alerts] == ["aipm guardrail breached: accuracy",
+                                            "aipm guardrail breached: latency_ms_p95"]

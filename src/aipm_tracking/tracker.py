@@ -225,6 +225,15 @@ class Tracker:
         from .spool import SpoolWriter, default_spool_dir
 
         self.guardrails = load_guardrails(guardrails)
+        #: logged key -> the guardrailed metric it is (its own name, or a metric_map entry:
+        #: ``eval_accuracy: accuracy``); such points are checked as they are spooled
+        self._guarded: dict[str, str] = {}
+        self._eval_points: set[tuple[str, int]] = set()  # (key, step) logged by log_eval
+        if self.guardrails is not None:
+            names = {g.metric for g in self.guardrails.guardrails}
+            self._guarded = {n: n for n in names}
+            self._guarded.update({k: v for k, v in self.guardrails.metric_map.items()
+                                  if v in names})
         self.scheme, self.target = parse_target(to)
         store_abs = str(Path(store or os.environ.get("AIPM_STORE") or ".aipm").absolute())
         self.options: BackendOptions = BackendOptions(store=store_abs, mlflow_uri=mlflow_uri)
@@ -439,11 +448,22 @@ class Tracker:
     def _record_eval(self, res: EvalResult, step: int | None, prefix: str) -> None:
         if step is None:
             step = max(self._step - 1, 0)
-        self.log_dict({f"{prefix}{k}": v for k, v in res.metrics.items()}, step=step)
+        vals = {f"{prefix}{k}": v for k, v in res.metrics.items()}
+        # checked below, with the eval's own interval: not again when spooled
+        self._eval_points.update((k, step) for k in vals if k in self._guarded)
+        self.log_dict(vals, step=step)
         self.last_eval = res  # (after log_dict: a prefix that makes a key too long raises)
         self._check_guardrails(res.metrics, step)
 
-    def _check_guardrails(self, metrics: Mapping[str, float], step: int) -> None:
+    def _check_points(self, pts: list[MetricPoint]) -> None:
+        """Guardrails on logged points (the spooler thread: values are on the host now)."""
+        for p in pts:
+            metric = self._guarded.get(p.key)
+            if metric is not None and (p.key, p.step) not in self._eval_points:
+                self._check_guardrails({metric: p.value}, p.step, background=True)
+
+    def _check_guardrails(self, metrics: Mapping[str, float], step: int, *,
+                          background: bool = False) -> None:
         if self.guardrails is None:
             return
         for g in self.guardrails.guardrails:
@@ -464,7 +484,10 @@ class Tracker:
             text = (f"{g.metric} = {value:.6g} at step {step} breaches the guardrail "
                     f"'{g.metric}: {g.describe()}' ({bound}; severity {g.severity}) "
                     f"in run {self.ref or self.run_id}")
-            warnings.warn(text, AipmWarning, stacklevel=4)
+            if background:
+                _bg_warn(text)
+            else:
+                warnings.warn(text, AipmWarning, stacklevel=4)
             alert = getattr(self.backend, "alert", None)
             if callable(alert):
                 self._actions.append(_call(self._alert, alert, title, text))
@@ -514,6 +537,8 @@ class Tracker:
         then reads them back from the spool."""
         with self._spool_lock:
             pts = self._drain(wait)
+            if self._guarded and pts:
+                self._check_points(pts)
             spool = self._spool
             if pts:
                 start, end = spool.append_points(pts)
