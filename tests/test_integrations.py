@@ -455,6 +455,28 @@ def test_lightning_without_loggers_checkpoints_where_lightning_puts_them(
 
 
 @pytest.mark.slow
+def test_lightning_validate_after_finish_goes_to_a_new_run(store: Path, tmp_path: Path) -> None:
+    """After ``finish()``, what the callback logs used to go nowhere (a finished Tracker
+    ignores ``log``)."""
+    from aipm_tracking.integrations import AipmLightningCallback
+
+    pl, Tiny, dl = _pl_module()
+    cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
+    trainer = _pl_trainer(pl, cb, tmp_path)
+    module = Tiny()
+    trainer.fit(module, dl, dl)
+    assert cb.tracker is not None
+    first = cb.tracker.ref
+    cb.finish()
+    res = trainer.validate(module, dl)
+    assert cb.tracker is not None and cb.tracker.ref and cb.tracker.ref != first
+    cb.finish()
+    got = history(store, cb.tracker.ref)
+    assert [v for _, v in got["val_mse"]] == pytest.approx([res[0]["val_mse"]])
+    assert _read(store, first).status == _read(store, cb.tracker.ref).status == "finished"
+
+
+@pytest.mark.slow
 def test_lightning_stand_alone_validate_creates_a_run(store: Path, tmp_path: Path) -> None:
     from aipm_tracking.integrations import AipmLightningCallback
 

@@ -707,6 +707,11 @@ class Tracker:
                      f"in {self._spool.path} and retried")
 
     # -- ending ---------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` ran: later ``log`` calls are ignored."""
+        return self._finished
+
     def flush(self) -> None:
         """Read back device values and deliver everything buffered now (blocks)."""
         if self._off or self._finished:

@@ -54,7 +54,11 @@ class TrackerOwner:
         self._run = _RunState()
 
     def ensure(self, **defaults: Any) -> Tracker:
-        """The Tracker (created now from ``defaults`` overridden by the user's kwargs)."""
+        """The Tracker (created now from ``defaults`` overridden by the user's kwargs). A
+        Tracker this adapter created and that was finished since is replaced by a new one:
+        what is logged after :meth:`finish` goes to a new run, not nowhere."""
+        if self._owns and self.tracker is not None and self.tracker.finished:
+            self.tracker, self._run = None, _RunState()
         if self.tracker is None:
             from ..tracker import Tracker
 
