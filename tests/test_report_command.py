@@ -139,7 +139,8 @@ def test_report_usage_errors(trend_store: Path) -> None:
     assert r.returncode == 2
     r = run_cli("--store", str(trend_store), "report", "--model", "nobody", "--format",
                 "markdown")
-    assert r.returncode == 0 and "No runs of this model" in r.stdout
+    assert r.returncode == 2 and "no runs of model 'nobody' in local" in r.stderr
+    assert r.stdout == ""  # a typo in CI must not pass as an empty trend
 
 
 # -- end to end: compare with every built-in format ---------------------------------------

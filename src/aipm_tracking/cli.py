@@ -127,6 +127,45 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int,
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """``aipm runs list`` for ``argv`` = ``["--store", "d", "runs", "list", ...]``: the
+    command a click usage error without a context belongs to (a parser error, such as an
+    option missing its value, carries none). Walks the group tree, skipping group options."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    path, i = ["aipm"], 0
+    cmd: click.Command = cli
+    try:
+        while isinstance(cmd, click.Group) and i < len(args):
+            arg = args[i]
+            i += 1
+            if arg == "--":
+                break
+            if arg.startswith("-"):
+                takes_value = any(
+                    isinstance(p, click.Option) and not p.is_flag and p.nargs > 0
+                    and arg in (*p.opts, *p.secondary_opts) for p in cmd.params)
+                i += 1 if takes_value else 0
+                continue
+            sub = cmd.get_command(click.Context(cmd), arg)
+            if sub is None:
+                break
+            path.append(arg)
+            cmd = sub
+    except Exception:  # noqa: BLE001 - only a hint: never let it hide the error itself
+        pass
+    return " ".join(path)
+
+
+def _usage_line(e: click.UsageError, argv: list[str] | None) -> str:
+    """A click usage error as one line (DESIGN §6: bad input is one clear line, exit 2):
+    ``invalid value for '--seed': -1 is not in the range x>=0 (see 'aipm compare --help')``."""
+    msg = " ".join(e.format_message().split()).rstrip(".")
+    if msg[:1].isupper() and msg[1:2].islower():  # click's "Invalid value" -> aipm's style
+        msg = msg[0].lower() + msg[1:]
+    where = e.ctx.command_path if e.ctx is not None else _command_path(argv)
+    return f"{msg} (see '{where} --help')"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: AipmError -> one line on stderr + its exit code; any other
     exception (a bug) -> one line and exit :data:`INTERNAL_ERROR` (with ``AIPM_DEBUG`` set,
@@ -145,6 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aipm: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+            e.show()  # 'aipm' / 'aipm runs' with nothing after: the help, as click shows it
+        else:
+            click.echo(f"aipm: error: {_usage_line(e, argv)}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -2,9 +2,59 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from ._common import map_option, state, write_output
+from ._common import check_eval_sources, map_option, note_dropped_rows, state, write_output
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..backends.base import Backend
+    from ..context import CliState
+    from ..guardrails import Guardrails
+
+
+def _comparison_store(to: str, st: CliState) -> tuple[Backend, str | None]:
+    """The backend and target ``--to`` names, checked before any work: a readable target, an
+    installed scheme, and a backend that implements ``write_comparison``."""
+    from .. import plugins
+    from ..backends.base import BaseBackend
+    from ..errors import UsageError
+    from ..refs import parse_target
+
+    scheme, target = parse_target(to)
+    backend = plugins.get_backend(scheme, st.backend_options())
+    impl = getattr(type(backend), "write_comparison", None)
+    if impl is None:
+        impl = getattr(backend, "write_comparison", None)
+    if not callable(impl) or impl is BaseBackend.write_comparison:
+        raise UsageError(f"--to {to}: backend '{scheme}' cannot store comparisons; use a "
+                         f"backend that can (e.g. mlflow:EXPERIMENT, wandb:ENTITY/PROJECT), "
+                         f"or -o FILE to keep the report")
+    return backend, target
+
+
+def _dropping_bad_rows(source: str | None, g: Guardrails | None, column_map: dict[str, str],
+                       traffic_mix: dict[str, float] | None, quiet: bool) -> Any:
+    """``--drop-bad-rows``: an eval file evaluated as ``api.compare`` would, but with its bad
+    rows dropped (noted on stderr) -> RunRecord. Stored runs and anything else: unchanged."""
+    from pathlib import Path
+
+    from ..api import _eval_kwargs, evaluate, record_from_eval
+    from ..refs import parse_ref
+
+    if source is None or parse_ref(source).scheme != "file":
+        return source
+    path = Path(parse_ref(source).locator)
+    if not path.is_file():
+        return source  # api.compare reports it
+    res = evaluate(str(path), drop_bad_rows=True,
+                   **_eval_kwargs(g, None, column_map, traffic_mix))
+    note_dropped_rows(str(path), res, quiet)
+    rec = record_from_eval(res, model=path.stem, run_name=path.name, guardrails=g)
+    rec.ref = str(path)
+    rec.run_id = path.stem
+    return rec
 
 
 @click.command("compare")
@@ -30,16 +80,18 @@ from ._common import map_option, state, write_output
               help="A production sample (eval-file format) to measure drift against.")
 @click.option("--queries-per-day", type=float, default=None, metavar="N",
               help="Project daily and monthly serving cost of each run at N queries per day.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the bootstrap resamples.")
 @click.option("--to", "to", default=None, metavar="TARGET",
               help="Also store the comparison in a backend (e.g. wandb:ENTITY/PROJECT).")
+@click.option("--drop-bad-rows", is_flag=True,
+              help="Eval files: drop invalid rows (reported on stderr) instead of failing.")
 @click.pass_context
 def compare_cmd(ctx: click.Context, baseline: str, candidate: str, guardrails: str | None,
                 fmt: str, output: str | None, gate: str, allow_missing: bool,
                 column_map: tuple[str, ...], traffic_mix: str | None,
                 reference_sample: str | None, queries_per_day: float | None, seed: int,
-                to: str | None) -> None:
+                to: str | None, drop_bad_rows: bool) -> None:
     """Compare CANDIDATE against BASELINE and exit with the verdict.
 
     BASELINE and CANDIDATE are run references (local:ID, mlflow:ID, wandb:E/P/ID, wandb:DIR)
@@ -59,29 +111,42 @@ def compare_cmd(ctx: click.Context, baseline: str, candidate: str, guardrails: s
     from ..report.base import ReportOptions
 
     st = state(ctx)
-    reporter = plugins.get_reporter(fmt)  # unknown format: usage error before any work
+    # bad input is refused before any work, and nothing is written until it is known good
+    reporter = plugins.get_reporter(fmt)
+    check_eval_sources(baseline, candidate, reference_sample)
+    store = _comparison_store(to, st) if to else None
     g = load_guardrails(guardrails)
-    cmp = compare(baseline, candidate, g, gate, allow_missing=allow_missing,
+    mapping, mix = parse_mapping(column_map), parse_traffic_mix(traffic_mix)
+    sources: list[Any] = [baseline, candidate, reference_sample]
+    if drop_bad_rows:
+        sources = [_dropping_bad_rows(s, g, mapping, mix, st.quiet) for s in sources]
+    cmp = compare(sources[0], sources[1], g, gate, allow_missing=allow_missing,
                   options=st.backend_options(dict(g.metric_map) if g is not None else None),
-                  column_map=parse_mapping(column_map),
-                  traffic_mix=parse_traffic_mix(traffic_mix),
-                  reference_sample=reference_sample, queries_per_day=queries_per_day,
+                  column_map=mapping, traffic_mix=mix,
+                  reference_sample=sources[2], queries_per_day=queries_per_day,
                   seed=seed)
     tty = sys.stdout.isatty() and not output
     width = os.get_terminal_size().columns if tty else 100
-    write_output(reporter(cmp, ReportOptions(width=width, color=tty)), output)
+    text = reporter(cmp, ReportOptions(width=width, color=tty))
+    if store is not None:
+        from ..errors import ConfigError, InvalidReferenceError, UsageError
+
+        backend, target = store
+        try:
+            where = backend.write_comparison(cmp, target)
+        except (UsageError, InvalidReferenceError, ConfigError):
+            raise  # a target only the backend can judge: bad input, so nothing is written
+        except Exception:
+            write_output(text, output)  # the backend failed: the report still gets out
+            raise
+        if not st.quiet:
+            click.echo(f"comparison stored: {where}", err=True)
+    write_output(text, output)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         md = plugins.get_reporter("markdown")(cmp, ReportOptions(width=100, color=False))
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(md if md.endswith("\n") else md + "\n")
-    if to:
-        from ..refs import parse_target
-
-        scheme, target = parse_target(to)
-        where = plugins.get_backend(scheme, st.backend_options()).write_comparison(cmp, target)
-        if not st.quiet:
-            click.echo(f"comparison stored: {where}", err=True)
     if output and not st.quiet:
         click.echo(f"{cmp.verdict}: report written to {output}", err=True)
     ctx.exit(cmp.exit_code)

@@ -9,12 +9,17 @@ import click
 
 from ._common import state
 
+#: Largest ``--n``: two eval sets of a million rows take ~15 s and ~1 GB; more is no demo.
+MAX_N = 1_000_000
+
 
 @click.command("demo")
 @click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
               help="Where to write the demo eval files and guardrails (default: a temp dir).")
-@click.option("--n", "n", default=6000, show_default=True, help="Examples per eval set.")
-@click.option("--seed", default=7, show_default=True, help="Random seed.")
+@click.option("--n", "n", type=click.IntRange(1, MAX_N), default=6000, show_default=True,
+              help=f"Examples per eval set (1 to {MAX_N:,}).")
+@click.option("--seed", type=click.IntRange(min=0), default=7, show_default=True,
+              help="Random seed.")
 @click.option("--format", "fmt", default="table", show_default=True,
               help="Comparison output format (table, markdown, json ...).")
 @click.option("--exit-code", is_flag=True,
@@ -33,6 +38,7 @@ def demo_cmd(ctx: click.Context, directory: str | None, n: int, seed: int, fmt: 
     from ..report.base import ReportOptions
 
     st = state(ctx)
+    reporter = get_reporter(fmt)  # unknown format: usage error before anything is written
     directory = directory or tempfile.mkdtemp(prefix="aipm-demo-")
     os.makedirs(directory, exist_ok=True)
     gpath = os.path.join(directory, "guardrails.yaml")
@@ -51,7 +57,7 @@ def demo_cmd(ctx: click.Context, directory: str | None, n: int, seed: int, fmt: 
     click.echo(f"\n$ aipm compare {refs[0]} {refs[1]} --guardrails {gpath}\n")
     cmp = compare(refs[0], refs[1], guardrails=gpath, options=st.backend_options())
     width = None if not os.isatty(1) else os.get_terminal_size().columns
-    click.echo(get_reporter(fmt)(cmp, ReportOptions(width=width or 100)))
+    click.echo(reporter(cmp, ReportOptions(width=width or 100)))
     click.echo(f"\nexit code {cmp.exit_code} (0 pass, 1 blocking regression, 3 inconclusive); "
                f"files in {directory}")
     if exit_code:

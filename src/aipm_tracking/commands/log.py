@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from ._common import map_option, state
+from ._common import map_option, note_dropped_rows, state
 
 
 @click.command("log")
@@ -22,7 +24,7 @@ from ._common import map_option, state
 @click.option("--to", "to", default="local", metavar="REF_PREFIX",
               help="Where to store: local (default), mlflow:EXPERIMENT, wandb:ENTITY/PROJECT.")
 @click.option("--drop-bad-rows", is_flag=True,
-              help="Drop invalid rows (recorded in the run) instead of failing.")
+              help="Drop invalid rows (recorded in the run, noted on stderr) instead of failing.")
 @click.pass_context
 def log_cmd(ctx: click.Context, eval_file: str, model: str, model_version: str,
             run_name: str | None, dataset: str | None, guardrails: str | None,
@@ -36,14 +38,20 @@ def log_cmd(ctx: click.Context, eval_file: str, model: str, model_version: str,
           --dataset support-eval@2024-06 --guardrails guardrails.yaml
     The last line of stdout is the new run's reference (e.g. local:20240601-1a2b3c4d5e6f).
     """
-    from ..api import log, parse_mapping
+    from ..api import _eval_kwargs, evaluate, load_guardrails, log, parse_mapping
 
     st = state(ctx)
-    ref = log(eval_file, model=model, model_version=model_version, run_name=run_name,
-              dataset=dataset, to=to, guardrails=guardrails,
-              column_map=parse_mapping(column_map), fallback_threshold=fallback_threshold,
-              tags=parse_mapping(tags, "--tag"), drop_bad_rows=drop_bad_rows,
-              options=st.backend_options())
+    g = load_guardrails(guardrails)
+    cmap, tag_map = parse_mapping(column_map), parse_mapping(tags, "--tag")
+    source: Any = eval_file
+    if drop_bad_rows:  # evaluated here, as api.log would, to say what was dropped
+        source = evaluate(eval_file, drop_bad_rows=True,
+                          **_eval_kwargs(g, fallback_threshold, cmap, None))
+        note_dropped_rows(eval_file, source, st.quiet)
+    ref = log(source, model=model, model_version=model_version, run_name=run_name,
+              dataset=dataset, to=to, guardrails=g, column_map=cmap,
+              fallback_threshold=fallback_threshold, tags=tag_map,
+              drop_bad_rows=drop_bad_rows, options=st.backend_options())
     if not st.quiet:
         click.echo(f"logged {eval_file} as {model} {model_version}".rstrip(), err=True)
     click.echo(ref)

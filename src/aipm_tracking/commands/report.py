@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import state, write_output
+from ._common import check_eval_sources, listing_from, state, write_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import CliState
@@ -48,6 +48,7 @@ def report_cmd(ctx: click.Context, ref: str | None, model: str | None,
         assert ref is not None
         from ..api import load_run
 
+        check_eval_sources(ref)
         rec = load_run(ref, options=st.backend_options())
         if fmt == "html":
             from ..report.html import render_run_html
@@ -67,7 +68,7 @@ def report_cmd(ctx: click.Context, ref: str | None, model: str | None,
 def _trend(st: CliState, model: str, guardrails: str | None, source: str, fmt: str) -> str:
     from .. import plugins
     from ..api import load_guardrails
-    from ..errors import BackendError, UsageError
+    from ..errors import BackendError, RunNotFoundError, UsageError
     from ..progress import progress
     from ..refs import parse_target
     from ..report.trend import build_trend, render_trend_html, render_trend_markdown
@@ -86,10 +87,13 @@ def _trend(st: CliState, model: str, guardrails: str | None, source: str, fmt: s
         listed = backend.list_runs(target, filter=flt)  # may be lazy: errors come while reading
         return [r for r in progress(listed, "reading runs", quiet) if r.model.name == model]
 
-    try:
-        runs = read(f"model = {quoted}")
-    except (UsageError, BackendError):
-        runs = read(None)  # a backend with its own filter syntax: filter here instead
+    with listing_from():
+        try:
+            runs = read(f"model = {quoted}")
+        except (UsageError, BackendError):
+            runs = read(None)  # a backend with its own filter syntax: filter here instead
+    if not runs:
+        raise RunNotFoundError(f"no runs of model {model!r} in {source}")
     if g is not None and g.metric_map:
         for r in runs:
             for foreign, canonical in g.metric_map.items():

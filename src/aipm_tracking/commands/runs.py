@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import console, fmt_value, state
+from ._common import check_eval_sources, console, fmt_value, listing_from, state
 
 _FORMATS = click.Choice(["table", "json", "csv"])
 _LIST_COLUMNS = ("ref", "name", "model", "version", "created_at", "status", "n_examples",
@@ -65,7 +65,8 @@ def list_cmd(ctx: click.Context, source: str, filter_: str | None, limit: int | 
 
     scheme, target = parse_target(source)
     backend = get_backend(scheme, state(ctx).backend_options())
-    recs = list(backend.list_runs(target, filter=filter_, limit=limit))
+    with listing_from():
+        recs = list(backend.list_runs(target, filter=filter_, limit=limit))
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in recs], indent=2, allow_nan=False))
         return
@@ -103,6 +104,7 @@ def show_cmd(ctx: click.Context, ref: str, fmt: str) -> None:
     """
     from ..api import load_run
 
+    check_eval_sources(ref)
     rec = load_run(ref, options=state(ctx).backend_options(), with_examples=False)
     if fmt == "json":
         click.echo(rec.to_json(indent=2))
@@ -137,10 +139,14 @@ def history_cmd(ctx: click.Context, ref: str, keys: str | None, fmt: str) -> Non
     Example:
       aipm runs history local:20240601-1a2b3c4d5e6f --keys loss,lr
     """
+    from ..errors import UsageError
     from ..plugins import get_backend
     from ..refs import parse_ref
 
     r = parse_ref(ref)
+    if r.scheme == "file":  # an eval file has no logged series
+        raise UsageError(f"runs history needs a run reference (local:RUN_ID, mlflow:RUN_ID, "
+                         f"wandb:ENTITY/PROJECT/RUN_ID), not an eval file: {r.locator}")
     backend = get_backend(r.scheme, state(ctx).backend_options())
     key_list = [k.strip() for k in keys.split(",") if k.strip()] if keys else None
     points = backend.read_history(r.locator, key_list)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._common import map_option, state
+from ._common import check_eval_sources, map_option, note_dropped_rows, state
 
 
 def _recommend_for_run(source: str, max_risk: float, alpha: float,
@@ -22,10 +22,7 @@ def _recommend_for_run(source: str, max_risk: float, alpha: float,
 
         res = evaluate(ref.locator, column_map=column_map or None, max_risk=max_risk,
                        risk_alpha=alpha, keep_examples=False, drop_bad_rows=drop_bad_rows)
-        if res.issues:  # dropped, never silently
-            click.echo(f"aipm: {ref.locator}: dropped bad rows: "
-                       + "; ".join(i.describe() for i in res.issues)
-                       + f" ({res.n_examples} rows evaluated)", err=True)
+        note_dropped_rows(ref.locator, res)  # dropped, never silently
         rec = res.details.get("threshold_recommendation")
         if rec is None:
             raise DataError(f"{ref.locator}: thresholds need label, prediction and confidence "
@@ -84,6 +81,7 @@ def thresholds_cmd(ctx: click.Context, source: str, max_risk: float, alpha: floa
         raise UsageError(f"--max-risk must be between 0 and 1, got {max_risk}")
     if not 0 < alpha < 0.5:
         raise UsageError(f"--alpha must be between 0 and 0.5, got {alpha}")
+    check_eval_sources(source)
     rec, name = _recommend_for_run(source, max_risk, alpha, parse_mapping(column_map),
                                    state(ctx), drop_bad_rows)
     if fmt == "json":

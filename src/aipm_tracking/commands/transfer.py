@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import state
+from ._common import check_eval_sources, state
 
 
 @click.command("push")
@@ -21,6 +21,7 @@ def push_cmd(ctx: click.Context, ref: str, to: str) -> None:
     """
     from ..api import push
 
+    check_eval_sources(ref)
     click.echo(push(ref, to, options=state(ctx).backend_options()))
 
 
@@ -36,4 +37,5 @@ def pull_cmd(ctx: click.Context, ref: str) -> None:
     """
     from ..api import pull
 
+    check_eval_sources(ref)
     click.echo(pull(ref, options=state(ctx).backend_options()))
