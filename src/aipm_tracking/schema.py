@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -34,6 +35,59 @@ def _num(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+# -- from_dict input checks ---------------------------------------------------------------
+
+def _bad(key: str, value: Any, expected: str) -> NoReturn:
+    from .errors import DataError
+
+    raise DataError(f"{key} holds a {_kind(value)}, expected {expected}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "JSON object", list: "JSON array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _mapping(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``d[key]`` as a mapping (missing/null -> empty); DataError naming the key else."""
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        _bad(key, v, "a JSON object")
+    return v
+
+
+def _number(v: Any, key: str) -> float:
+    """A JSON number (null -> NaN, as ``to_dict`` writes NaN/inf); DataError else."""
+    if v is None:
+        return float("nan")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        _bad(key, v, "a number or null")
+    return float(v)
+
+
+def _integer(v: Any, key: str) -> int | None:
+    """A whole JSON number (``3`` or ``3.0``) or null; DataError else."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) \
+            or (isinstance(v, float) and not v.is_integer()):
+        _bad(key, v, "an integer or null")
+    return int(v)
+
+
+def _text(d: Mapping[str, Any], key: str, prefix: str = "") -> str | None:
+    """``d[key]`` as text: strings as they are, numbers written out, null -> None; a JSON
+    object/array (or a boolean) is a DataError naming the key."""
+    v = d.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    _bad(prefix + key, v, "a string")
 
 
 @dataclass(frozen=True)
@@ -174,36 +228,63 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        """A record from its JSON dict; :class:`~aipm_tracking.errors.DataError` naming the
+        key when ``d`` does not have a run record's shape (never a raw TypeError)."""
+        if not isinstance(d, Mapping):
+            _bad("the run record", d, "a JSON object")
         schema = d.get("schema", RUN_SCHEMA)
         if not str(schema).startswith("aipm.run/"):
             from .errors import DataError
 
             raise DataError(f"not an aipm run record (schema {schema!r})")
-        stats = d.get("metric_stats") or {}
+        if "run_id" not in d:  # an empty one is fine: a record written before its id
+            from .errors import DataError
+
+            raise DataError("run record has no 'run_id'")
+        run_id = _text(d, "run_id") or ""
+        stats = _mapping(d, "metric_stats")
         metrics: dict[str, MetricValue] = {}
-        for k, v in (d.get("metrics") or {}).items():
-            s = stats.get(k) or {}
+        for k, v in _mapping(d, "metrics").items():
+            s = stats.get(k)
+            if s is None:
+                s = {}
+            elif not isinstance(s, Mapping):
+                _bad(f"metric_stats.{k}", s, "an object")
             ci = s.get("ci")
-            metrics[k] = MetricValue(
-                value=float("nan") if v is None else float(v),
-                ci=(float("nan") if ci[0] is None else float(ci[0]),
-                    float("nan") if ci[1] is None else float(ci[1])) if ci else None,
-                n=s.get("n"),
+            if ci is not None and not (isinstance(ci, (list, tuple)) and len(ci) == 2):
+                _bad(f"metric_stats.{k}.ci", ci, "a [low, high] pair")
+            n = _integer(s.get("n"), f"metric_stats.{k}.n")
+            metrics[str(k)] = MetricValue(
+                value=_number(v, f"metrics.{k}"),
+                ci=(_number(ci[0], f"metric_stats.{k}.ci"),
+                    _number(ci[1], f"metric_stats.{k}.ci")) if ci else None,
+                n=n,
             )
+        model = _mapping(d, "model")
+        dataset = _mapping(d, "dataset")
+        size = _integer(dataset.get("size"), "dataset.size")
+        tags = _mapping(d, "tags")
+        for k, v in tags.items():
+            if isinstance(v, (Mapping, list, tuple)):
+                _bad(f"tags.{k}", v, "a string")
         return cls(
-            run_id=str(d["run_id"]),
-            name=str(d.get("name") or d["run_id"]),
-            model=ModelInfo.from_dict(d.get("model") or {}),
-            dataset=DatasetInfo.from_dict(d.get("dataset")),
+            run_id=run_id,
+            name=_text(d, "name") or run_id,
+            model=ModelInfo(name=_text(model, "name", "model.") or "",
+                            version=_text(model, "version", "model.") or ""),
+            dataset=DatasetInfo(name=_text(dataset, "name", "dataset."),
+                                version=_text(dataset, "version", "dataset."),
+                                size=size,
+                                digest=_text(dataset, "digest", "dataset.")),
             metrics=metrics,
-            config=dict(d.get("config") or {}),
-            tags={str(k): str(v) for k, v in (d.get("tags") or {}).items()},
-            guardrails_hash=d.get("guardrails_hash"),
-            created_at=d.get("created_at") or utc_now(),
-            finished_at=d.get("finished_at"),
-            status=d.get("status") or "finished",
-            ref=d.get("ref"),
-            details=dict(d.get("details") or {}),
+            config=dict(_mapping(d, "config")),
+            tags={str(k): str(v) for k, v in tags.items()},
+            guardrails_hash=_text(d, "guardrails_hash"),
+            created_at=_text(d, "created_at") or utc_now(),
+            finished_at=_text(d, "finished_at"),
+            status=_text(d, "status") or "finished",
+            ref=_text(d, "ref"),
+            details=dict(_mapping(d, "details")),
             examples_stored=bool(d.get("has_examples", False)),
         )
 

@@ -113,16 +113,34 @@ class SpoolState:
 
     @classmethod
     def load(cls, path: Path) -> SpoolState:
+        """The saved state (a fresh one when there is none); StoreError "state file ... is
+        unreadable" when it is not valid JSON of the shape :meth:`to_dict` writes."""
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError) as e:
-            raise StoreError(f"{path}: unreadable spool state ({e})") from None
-        acked = int(d.get("acked") or 0)
-        return cls(ref=d.get("ref"), acked=acked, inflight=int(d.get("inflight") or 0),
-                   finished=bool(d.get("finished")),
-                   durable=int(d["durable"]) if d.get("durable") is not None else acked)
+            raise StoreError(f"state file {path} is unreadable: {e}") from None
+        if not isinstance(d, dict):
+            raise StoreError(f"state file {path} is unreadable: a JSON "
+                             f"{type(d).__name__}, not an object")
+        ref = d.get("ref")
+        if ref is not None and not isinstance(ref, str):
+            raise StoreError(f"state file {path} is unreadable: 'ref' holds a "
+                             f"{type(ref).__name__}, not a string")
+
+        def offset(key: str, default: int) -> int:
+            v = d.get(key)
+            if v is None:
+                return default
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise StoreError(f"state file {path} is unreadable: '{key}' is {v!r}, "
+                                 f"not a byte offset")
+            return v
+
+        acked = offset("acked", 0)
+        return cls(ref=ref, acked=acked, inflight=offset("inflight", 0),
+                   finished=bool(d.get("finished")), durable=offset("durable", acked))
 
     def save(self, path: Path) -> None:
         """Atomic replace (temp file + ``os.replace``)."""

@@ -6,7 +6,13 @@ A built-in plugin registered through ``aipm_register_backends`` like any other (
     aipm.db                    SQLite (WAL): runs, metrics, history, tags, schema_migrations
     examples/<run_id>.parquet  one per-example table per run that has one
 
-It is created on the first write, never by a read. Writes are atomic from a reader's view:
+It is created on the first write, never by a read; a store path that is not a directory,
+an ``aipm.db`` that is not a file, an SQLite database that is not an aipm store, or one
+written by a newer aipm-tracking (schema unknown here: read with a warning, never written)
+is a StoreError, never an empty store. A run whose stored record is unreadable is a
+StoreError naming it and the file; a listing skips it with one warning. Every write first
+removes the temp/backup tables a killed writer left (older than an hour, so never a live
+writer's). Writes are atomic from a reader's view:
 the Parquet file is written to a temporary name and moved into place under the database's
 write lock, inside the one transaction that inserts the run; if that transaction fails the
 file is removed, so a reader sees a run complete or not at all. Run ids are checked against
@@ -25,11 +31,12 @@ import shutil
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError, RunNotFoundError, StoreError, UsageError
+from ..errors import AipmWarning, DataError, RunNotFoundError, StoreError, UsageError
 from ..hookspecs import hookimpl
 from ..redact import redact_config
 from ..refs import validate_run_id
@@ -103,41 +110,72 @@ class LocalBackend(BaseBackend):
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._inherited: list[sqlite3.Connection] = []  # a forked parent's; never touched
+        self._warned: set[str] = set()  # run ids / conditions already warned about
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
 
     # -- plumbing --------------------------------------------------------------------
-    def _db(self, create: bool) -> sqlite3.Connection | None:
-        """The process's connection; None when the store has no database and not ``create``."""
+    def _db(self, create: bool, *, write: bool = False) -> sqlite3.Connection | None:
+        """The process's connection; None when the store has no database and not ``create``.
+
+        ``create`` (a new run) or ``write``: a StoreError if a newer aipm-tracking wrote the
+        store (its schema is unknown here); a read of such a store warns once.
+        """
         with self._lock:
-            if self._conn is not None:
-                if self._pid == os.getpid():
-                    return self._conn
+            if self._conn is not None and self._pid != os.getpid():
                 self._inherited.append(self._conn)  # closing it in a child could hurt the parent
                 self._conn = None
-            if not create and not self.db_path.is_file():
-                return None
-            if create:
+            if self._conn is None:
+                writing = create or write
+                local_db.check_layout(self.db_path, writing, db=False)
+                if create:
+                    try:
+                        self.examples_dir.mkdir(parents=True, exist_ok=True)
+                    except OSError as e:
+                        raise StoreError(f"cannot write the aipm store at {self.root}: "
+                                         f"{e.strerror or e}") from None
+                if not local_db.check_layout(self.db_path, writing) and not create:
+                    return None
+                self._conn = local_db.connect(self.db_path)
+                self._pid = os.getpid()
+                if not writing:
+                    self._warn_if_newer(self._conn)
+            if create or write:
                 try:
-                    self.examples_dir.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    raise StoreError(f"cannot write the aipm store at {self.root}: "
-                                     f"{e.strerror or e}") from None
-            self._conn = local_db.connect(self.db_path)
-            self._pid = os.getpid()
-            if create:
-                self._sweep_temp_files()
+                    version = local_db.schema_version(self._conn)
+                except sqlite3.Error as e:
+                    raise self._sql_error(e) from None
+                if version > local_db.LATEST_VERSION:
+                    raise local_db.newer_schema_error(self.db_path, version)
             return self._conn
 
+    def _warn_if_newer(self, conn: sqlite3.Connection) -> None:
+        try:
+            version = local_db.schema_version(conn)
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+        if version > local_db.LATEST_VERSION and "<schema>" not in self._warned:
+            self._warned.add("<schema>")
+            warnings.warn(f"{local_db.newer_schema_error(self.db_path, version)}; reading it "
+                          f"as schema {local_db.LATEST_VERSION}", AipmWarning, stacklevel=4)
+
     def _sweep_temp_files(self, max_age_s: float = 3600.0) -> None:
-        """Remove temp/backup tables a killed writer left behind (older than an hour)."""
+        """Remove temp/backup tables a killed writer left behind (older than ``max_age_s``,
+        so a concurrent writer's are never touched). One directory scan; stats only the
+        ``.tmp-``/``.bak-`` files."""
         cutoff = time.time() - max_age_s
         try:
-            for p in self.examples_dir.glob(".*.parquet"):
-                if p.name.startswith((".tmp-", ".bak-")) and p.stat().st_mtime < cutoff:
-                    p.unlink(missing_ok=True)
-        except OSError:  # pragma: no cover - best effort
+            with os.scandir(self.examples_dir) as it:
+                for entry in it:
+                    name = entry.name
+                    if name.startswith((".tmp-", ".bak-")) and name.endswith(".parquet"):
+                        try:
+                            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                                os.unlink(entry.path)
+                        except FileNotFoundError:  # another writer's sweep took it
+                            pass
+        except OSError:  # best effort: a sweep never fails a write
             pass
 
     def close(self) -> None:
@@ -245,6 +283,7 @@ class LocalBackend(BaseBackend):
         table = _to_arrow(record.examples) if record.examples is not None else None
         conn = self._db(create=True)
         assert conn is not None
+        self._sweep_temp_files()
         tmp = self._write_tmp(table) if table is not None else None
         final: Path | None = None  # our file in place, to remove if the transaction fails
         backup: tuple[Path, Path] | None = None  # (saved copy, its place): restored on failure
@@ -255,7 +294,7 @@ class LocalBackend(BaseBackend):
                                        (existing,)).fetchone()
                     if row is None:
                         raise self._not_found(existing)
-                    old = json.loads(row[0])
+                    old = self._record(existing, row[0]).to_dict()
                     run_id = existing
                     d["created_at"] = old.get("created_at") or d["created_at"]
                     if tmp is None:
@@ -317,7 +356,7 @@ class LocalBackend(BaseBackend):
         run_id = self._run_id_of(ref)
         if status not in RUN_STATUSES:
             raise UsageError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
-        if self._db(create=False) is None:
+        if self._db(create=False, write=True) is None:
             raise self._not_found(run_id)
         if record is None:
             record = self.read_run(run_id, with_examples=False)
@@ -327,13 +366,22 @@ class LocalBackend(BaseBackend):
 
     # -- reading ---------------------------------------------------------------------
     def _record(self, run_id: str, text: str) -> RunRecord:
+        """A stored record; StoreError naming the run and the file when it is unreadable."""
         try:
+            if not isinstance(text, str):
+                raise DataError(f"the record is a {type(text).__name__}, not JSON text")
             d = json.loads(text)
             rec = RunRecord.from_dict(d)
-            for k, sign in (d.get(_INFINITE) or {}).items():
+            inf = d.get(_INFINITE)
+            if inf is not None and not isinstance(inf, dict):
+                raise DataError(f"{_INFINITE} holds a {type(inf).__name__}, expected an object")
+            for k, sign in (inf or {}).items():
+                if sign not in ("inf", "-inf"):
+                    raise DataError(f"{_INFINITE}.{k} is {sign!r}, expected 'inf' or '-inf'")
                 if k in rec.metrics:
                     rec.metrics[k] = dataclasses.replace(rec.metrics[k], value=float(sign))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (DataError, ValueError, KeyError, TypeError, AttributeError,
+                RecursionError) as e:
             raise StoreError(f"run '{run_id}' in {self.db_path} has an unreadable record: "
                              f"{e}") from None
         rec.run_id, rec.ref = run_id, f"{SCHEME}:{run_id}"
@@ -389,13 +437,37 @@ class LocalBackend(BaseBackend):
         if conn is None:
             return iter(())
         sql = (f"SELECT run_id, record FROM runs WHERE {where} "
-               "ORDER BY created_ts DESC, rowid DESC LIMIT ?")
+               "ORDER BY created_ts DESC, rowid DESC LIMIT ? OFFSET ?")
+        out: list[RunRecord] = []
+        bad: list[str] = []
+        offset, want = 0, -1 if limit is None else limit
         try:
             with self._lock:
-                rows = conn.execute(sql, [*params, -1 if limit is None else limit]).fetchall()
+                while True:  # more pages only when unreadable rows fell within the limit
+                    rows = conn.execute(sql, [*params, want, offset]).fetchall()
+                    for rid, text in rows:
+                        try:
+                            out.append(self._record(rid, text))
+                        except StoreError:  # one bad row must not hide the whole store
+                            bad.append(rid)
+                    if limit is None or len(out) >= limit or len(rows) < want:
+                        break
+                    offset, want = offset + len(rows), limit - len(out)
         except sqlite3.Error as e:
             raise self._sql_error(e) from None
-        return iter([self._record(rid, text) for rid, text in rows])
+        self._warn_unreadable(bad)
+        return iter(out)
+
+    def _warn_unreadable(self, run_ids: Sequence[str]) -> None:
+        """One warning naming the runs a listing skipped (each run once per backend)."""
+        new = [r for r in dict.fromkeys(run_ids) if r not in self._warned]
+        if not new:
+            return
+        self._warned.update(new)
+        shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+        warnings.warn(f"skipped {len(new)} run(s) with an unreadable record in "
+                      f"{self.db_path}: {shown} ('aipm runs show ID' says why)",
+                      AipmWarning, stacklevel=3)
 
     # -- series ----------------------------------------------------------------------
     def log_points(self, ref: str, points: Sequence[MetricPoint]) -> None:
@@ -408,7 +480,7 @@ class LocalBackend(BaseBackend):
         run_id = self._run_id_of(ref)
         if not points:
             return
-        conn = self._db(create=False)
+        conn = self._db(create=False, write=True)
         if conn is None:
             raise self._not_found(run_id)
         sql = ("INSERT OR REPLACE INTO history (run_id, key, step, value, ts) "

@@ -6,7 +6,10 @@ failing) and foreign keys on. Schema changes are *migrations*: an ordered list o
 ``(version, name, statements)``; each pending one is applied inside one ``BEGIN IMMEDIATE``
 transaction together with its row in ``schema_migrations``, so two processes opening a
 fresh store at once apply it exactly once. Future migrations are appended to
-:data:`MIGRATIONS`, never edited.
+:data:`MIGRATIONS`, never edited. Before anything is written (WAL mode rewrites the file
+header) :func:`check_store` makes sure the database is empty or an aipm store: an unrelated
+SQLite file is a StoreError and is left byte for byte as it was. A store whose schema is
+newer than :data:`LATEST_VERSION` is not migrated (the backend refuses to write it).
 
 ``history`` is a ``WITHOUT ROWID`` table clustered on ``(run_id, key, step, ts)``: one
 b-tree instead of a table plus an index (half the bytes per point, faster appends), and a
@@ -107,6 +110,31 @@ def store_error(e: BaseException, db_path: Path) -> StoreError:
     return StoreError(f"aipm store {db_path}: {msg}")
 
 
+def check_layout(db_path: Path, writing: bool, *, db: bool = True) -> bool:
+    """Whether the store has its database file. A StoreError when the store path is not a
+    directory or (``db``) its ``aipm.db`` is there but not a file: never an empty store."""
+    root = db_path.parent
+
+    def error(read_msg: str, write_why: str) -> StoreError:
+        return StoreError(f"cannot write the aipm store at {root}: {write_why}" if writing
+                          else read_msg)
+
+    try:
+        if root.exists() and not root.is_dir():
+            raise error(f"store {root} is not a directory", "it is not a directory")
+        if not db:
+            return False
+        if db_path.is_file():
+            return True
+        if db_path.exists():
+            msg = f"{db_path} is not a database file"
+            raise error(msg, msg)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise error(f"cannot read the aipm store at {root}: {why}", why) from None
+    return False
+
+
 def connect(db_path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the store database, set pragmas, apply migrations."""
     try:
@@ -118,11 +146,17 @@ def connect(db_path: Path) -> sqlite3.Connection:
     while True:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # before anything writes (WAL mode rewrites the file header): never touch a
+            # database that is not an aipm store
+            check_store(conn, db_path)
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute("PRAGMA synchronous = NORMAL")  # safe in WAL mode: no corruption
             conn.execute("PRAGMA foreign_keys = ON")
             migrate(conn)
             return conn
+        except StoreError:
+            conn.close()
+            raise
         except sqlite3.OperationalError as e:
             # two processes creating the store at once: switching a new database to WAL
             # answers "database is locked" at once, without SQLite's busy wait: wait here
@@ -134,6 +168,38 @@ def connect(db_path: Path) -> sqlite3.Connection:
         except sqlite3.Error as e:
             conn.close()
             raise store_error(e, db_path) from None
+
+
+#: the columns an aipm store's bookkeeping tables have in every schema version
+_SIGNATURE = {"schema_migrations": {"version", "name", "applied_at"},
+              "runs": {"run_id", "record"}}
+
+
+def check_store(conn: sqlite3.Connection, db_path: Path) -> int:
+    """The store's schema version (0: an empty database, a new store); a StoreError when
+    the database holds tables but is not an aipm store. Reads only."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if not str(r[0]).startswith("sqlite_")}
+    if not tables:
+        return 0
+    for table, needed in _SIGNATURE.items():
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")} if table in tables \
+            else set()
+        if not needed <= cols:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(f"{db_path} is not an aipm store (an SQLite database with other "
+                             f"tables: {shown}); point --store or AIPM_STORE elsewhere")
+    try:
+        return schema_version(conn)
+    except (TypeError, ValueError):
+        raise StoreError(f"{db_path} is not an aipm store (its schema_migrations table "
+                         f"holds no version numbers)") from None
+
+
+def newer_schema_error(db_path: Path, version: int) -> StoreError:
+    return StoreError(f"store {db_path.parent} was written by a newer aipm-tracking "
+                      f"(schema {version} > {LATEST_VERSION}): upgrade aipm-tracking to "
+                      f"write to it")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
