@@ -179,14 +179,13 @@ def test_boolean_in_measured_columns_is_an_error(tmp_path: Path, col: str) -> No
         evaluate(p, pricing=PRICING)
 
 
-def test_boolean_confidence_is_still_accepted() -> None:
-    from sklearn.metrics import brier_score_loss
-
+def test_boolean_confidence_is_an_error() -> None:
+    # DESIGN §3: confidence is a float in [0, 1]; true/false read as 1.0/0.0 faked a perfect
+    # calibration (was accepted; see tests/test_input_audit.py for the files)
     y, pred = np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])
     conf = np.array([True, False, True, True])
-    res = evaluate(pd.DataFrame({"label": y, "prediction": pred, "confidence": conf}))
-    assert res.metrics["brier"] == pytest.approx(brier_score_loss(y == pred, conf.astype(float)),
-                                                 rel=1e-12, abs=0)
+    with pytest.raises(DataError, match="column 'confidence' is boolean, not a number"):
+        evaluate(pd.DataFrame({"label": y, "prediction": pred, "confidence": conf}))
 
 
 # -- BUG 3: confusion matrix with mixed numeric kinds -------------------------------------------

@@ -112,7 +112,14 @@ def _digest(examples: pd.DataFrame | None) -> str | None:
     import pandas as pd
 
     cols = [c for c in ("example_id", "label") if c in examples.columns] or list(examples.columns)
-    h = pd.util.hash_pandas_object(examples[cols].astype(str), index=False).to_numpy()
+    frame = examples[cols]
+    try:
+        text = frame.astype(str)
+    except UnicodeDecodeError:  # bytes that are not UTF-8 (evaluate() decodes or rejects them;
+        # an EvalResult built by other code may still hold some): hash them, never crash
+        text = frame.map(lambda v: v.decode("utf-8", "backslashreplace")
+                         if isinstance(v, (bytes, bytearray)) else v).astype(str)
+    h = pd.util.hash_pandas_object(text, index=False).to_numpy()
     return hashlib.sha256(h.tobytes()).hexdigest()[:16]
 
 

@@ -10,7 +10,8 @@ table is kept (``examples`` is None), and beyond ``STREAM_EXACT_ROWS`` (200k) ro
 percentiles come from the 0.5%-relative-error sketch and AURC / thresholds from the fine
 confidence histogram (peak RSS for a 20M-row Parquet file: ~0.6 GB, see
 ``benchmarks/evaluate_memory.py``). Duplicate ``example_id`` detection in streaming mode
-reads the id column first: strictly increasing integer ids are confirmed with nothing held;
+reads the id column first: strictly increasing integer ids (in CSV/JSONL, where ids are text:
+ids written as plain decimal integers, ``7`` but not ``007``) are confirmed with nothing held;
 other ids are collected (8 bytes per row) and sorted once.
 
 Bad rows (DESIGN §3) raise one :class:`DataError` line listing every problem with counts and a
@@ -23,8 +24,12 @@ non-boolean ``fallback``/``overridden``; duplicate ``example_id`` (the first occ
 ``overridden`` may be null (override_rate is over non-null rows). Wrong column types are a
 DataError naming the column: a date/time in any numeric column, a duration in any numeric
 column but ``latency_ms`` (a duration there is converted to milliseconds), a boolean
-``latency_ms``, ``cost_usd`` or token count. ``n_examples`` is the number of rows evaluated
-(after dropping bad rows); token counts alone are usable only with ``pricing``.
+``confidence``, ``latency_ms``, ``cost_usd`` or token count; nested values (JSON objects or
+lists, Parquet struct/list columns) in ``example_id``, ``label``, ``prediction`` or ``slice``;
+bytes there (a Parquet ``binary`` column, a CSV value that is not UTF-8) are decoded as UTF-8
+and are a DataError when they are not valid UTF-8. ``n_examples`` is the number of rows
+evaluated (after dropping bad rows); token counts alone are usable only with ``pricing``.
+CSV/JSONL ids and slices are read as text (see :mod:`aipm_tracking.tables`).
 
 ``correct`` is ``prediction == label``; when one of the two columns is numeric and the other is
 text, both are compared as strings. **Pricing**: with a :class:`~aipm_tracking.pricing.Pricing`
@@ -119,8 +124,9 @@ _INFERRED_KIND = {"boolean": "b", "timedelta": "m", "timedelta64": "m", "datetim
 def _numeric(s: Any, col: str, src: str) -> np.ndarray:
     """A numeric column as float64 (NaN for nulls). ``latency_ms`` may be a duration (numpy
     timedelta64, Arrow/Parquet ``duration``): it is converted to milliseconds. Any other
-    duration, any date/time, and a boolean column other than ``confidence`` is a DataError
-    (read as ticks, epochs or 0/1 they would give numbers in the wrong unit)."""
+    duration, any date/time, and any boolean column is a DataError (read as ticks, epochs
+    or 0/1 they would give numbers in the wrong unit; a true/false ``confidence`` read as
+    1.0/0.0 would fake a calibration, DESIGN §3: a float in [0, 1])."""
     import pandas as pd
 
     kind = s.dtype.kind
@@ -136,7 +142,7 @@ def _numeric(s: Any, col: str, src: str) -> np.ndarray:
             return np.asarray(td / np.timedelta64(1, "ms"), dtype=np.float64)  # NaT -> NaN
     if kind == "M":
         raise DataError(f"{src}: column '{col}' is a date/time, not a number")
-    if kind == "b" and col != "confidence":
+    if kind == "b":
         raise DataError(f"{src}: column '{col}' is boolean, not a number")
     if s.dtype.kind not in "fiub" and not pd.api.types.is_numeric_dtype(s.dtype):
         try:
@@ -148,6 +154,50 @@ def _numeric(s: Any, col: str, src: str) -> np.ndarray:
 
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
+
+
+#: Columns whose values are compared, hashed or named (never nested; text as ``str``).
+_VALUE_COLUMNS = ("example_id", "label", "prediction", "slice")
+#: What ``infer_dtype`` says of object columns that hold nothing nested and no bytes.
+_PLAIN_INFERRED = frozenset({"string", "integer", "floating", "mixed-integer-float", "decimal",
+                             "boolean", "empty", "complex", "categorical", "datetime",
+                             "datetime64", "date", "timedelta", "timedelta64", "time",
+                             "period", "interval"})
+_NESTED = (dict, list, tuple, set, frozenset, np.ndarray)
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _plain_values(df: Any, src: str) -> Any:
+    """Reject nested values in ``example_id``/``label``/``prediction``/``slice`` (unhashable
+    or ambiguous when compared) and decode bytes there as UTF-8; the frame, with decoded
+    columns replaced (the caller's frame is never changed). Only object columns are looked
+    at (Arrow strings and numbers cost nothing)."""
+    import pandas as pd
+
+    for c in _VALUE_COLUMNS:
+        if c not in df.columns or df[c].dtype.kind != "O":
+            continue
+        s = df[c]
+        if pd.api.types.infer_dtype(s, skipna=True) in _PLAIN_INFERRED:
+            continue
+        vals = s.to_numpy(dtype=object)
+        if any(isinstance(v, _NESTED) for v in vals):
+            raise DataError(f"{src}: column '{c}' holds nested values (objects/lists)")
+        if not any(isinstance(v, _BYTES) for v in vals):
+            continue
+        out = np.empty(vals.size, dtype=object)
+        for i, v in enumerate(vals):
+            if isinstance(v, _BYTES):
+                try:
+                    v = bytes(v).decode("utf-8")
+                except UnicodeDecodeError:
+                    text = src.lower().endswith((*tables.CSV_SUFFIXES, *tables.JSONL_SUFFIXES))
+                    raise DataError(f"{src}: column '{c}' is not valid UTF-8 (e.g. "
+                                    f"{bytes(v)[:40]!r})"
+                                    + ("; save the file as UTF-8" if text else "")) from None
+            out[i] = v
+        df = df.assign(**{c: pd.Series(out, index=s.index, dtype=object)})
+    return df
 
 
 def _boolean(s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,8 +333,23 @@ def _duplicates(ids: Any) -> np.ndarray | None:
 
 
 # -- traffic mix -----------------------------------------------------------------------------
+def check_traffic_mix(mix: Mapping[str, Any]) -> dict[str, float]:
+    """``{slice: weight}`` -> float weights; a weight that is not a finite number (``nan``,
+    ``inf``, text) is a UsageError naming the slice."""
+    out: dict[str, float] = {}
+    for k, v in mix.items():
+        try:
+            w = float(v)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if isinstance(v, bool) or not np.isfinite(w):
+            raise UsageError(f"traffic mix: weight for '{k}' is not a finite number")
+        out[str(k)] = w
+    return out
+
+
 def _apply_mix(acc: EvalAccumulator, res: EvalResult, mix: Mapping[str, float], src: str) -> None:
-    mix = {str(k): float(v) for k, v in mix.items()}
+    mix = check_traffic_mix(mix)
     if any(w < 0 for w in mix.values()) or abs(sum(mix.values()) - 1.0) > 1e-3:
         raise UsageError(f"traffic mix {mix}: weights must be >= 0 and sum to 1 "
                          f"(they sum to {sum(mix.values()):.4g})")
@@ -364,6 +429,7 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     _usable(df.columns, src, pricing)
     if len(df) == 0:
         raise DataError(f"{src}: the table has no rows")
+    df = _plain_values(df, src)
     issues = _Issues()
     dup = _duplicates(df["example_id"].to_numpy()) if "example_id" in df.columns else None
     cols, keep, notes = _prepare(df, src, issues, fallback_threshold=fallback_threshold,
@@ -391,19 +457,32 @@ def _in_memory(df: Any, src: str, *, fallback_threshold: float, pricing: Pricing
     return res
 
 
+#: A text id that reads back as the same integer (no sign, no leading zero, fits in int64).
+_PLAIN_INT = r"0|[1-9][0-9]{0,17}"
+
+
 def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int,
                          types: Mapping[str, str]) -> np.ndarray | None:
     """Duplicate-id mask for a streamed file. A first pass over the id column checks that
-    integer ids are strictly increasing (nothing kept in memory); otherwise a second pass
-    collects the ids (64-bit hashes for non-integers; a collision between two different
+    integer ids are strictly increasing (nothing kept in memory; text ids count when every
+    one is a plain decimal integer, which maps one-to-one to its value); otherwise a second
+    pass collects the ids (64-bit hashes for non-integers; a collision between two different
     ids has probability ~n^2/2^65) and finds later occurrences by sorting."""
     import pandas as pd
+
+    def plain_ints(s: Any) -> np.ndarray:
+        if s.dtype.kind in "iu" or not pd.api.types.is_string_dtype(s.dtype):
+            return s.to_numpy()
+        ok = s.str.fullmatch(_PLAIN_INT)
+        if not bool(ok.fillna(False).all()):
+            return s.to_numpy()
+        return s.astype(np.int64).to_numpy()
 
     last = None
     monotone = True
     for c in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"],
                                 types=types):
-        a = c["example_id"].to_numpy()
+        a = plain_ints(_plain_values(c, path)["example_id"])
         if a.dtype.kind not in "iu" or (a.size and (
                 (last is not None and a[0] <= last) or not bool((a[1:] > a[:-1]).all()))):
             monotone = False
@@ -414,8 +493,10 @@ def _streamed_duplicates(path: str, cmap: Mapping[str, str], chunk_rows: int,
         return None
 
     def as_int(s: Any) -> np.ndarray:
-        return (s.to_numpy(dtype=np.int64) if s.dtype.kind in "iu"
-                else pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64))
+        if s.dtype.kind in "iu":
+            return s.to_numpy(dtype=np.int64)
+        s = _plain_values(s.to_frame("example_id"), path)["example_id"]
+        return pd.util.hash_array(s.astype(str).to_numpy()).view(np.int64)
 
     chunks = tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, columns=["example_id"],
                                 types=types)
@@ -479,6 +560,7 @@ def _streamed_once(path: str, column_map: Mapping[str, str] | None, *, types: di
     notes: dict[str, str] = {}
     offset = kept = 0
     for df in tables.iter_chunks(path, cmap, chunk_rows=chunk_rows, types=types):
+        df = _plain_values(df, path)
         n = len(df)
         dup = None if dup_all is None else dup_all[offset:offset + n]
         cols, keep, nt = _prepare(df, path, issues, fallback_threshold=fallback_threshold,
@@ -520,6 +602,8 @@ def evaluate(table: Any, *, fallback_threshold: float = 0.5,
     """
     if not 0.0 <= float(fallback_threshold) <= 1.0:
         raise UsageError(f"fallback_threshold must be in [0, 1], got {fallback_threshold}")
+    if traffic_mix:
+        check_traffic_mix(traffic_mix)  # before reading: a bad --traffic-mix is a usage error
     if pricing is not None and not isinstance(pricing, Pricing):
         pricing = Pricing(**dict(pricing))
     if isinstance(table, (str, os.PathLike)):
@@ -531,7 +615,8 @@ def evaluate(table: Any, *, fallback_threshold: float = 0.5,
                              chunk_rows=chunk_rows or tables.DEFAULT_CHUNK_ROWS,
                              traffic_mix=traffic_mix, slice_column=slice_column,
                              max_risk=max_risk, risk_alpha=risk_alpha)
-    df, src = tables.load_table(table, column_map)
+    df, src = tables.load_table(table, column_map, text_columns=(
+        (slice_column,) if slice_column != "slice" else ()))
     return _in_memory(df, src, fallback_threshold=float(fallback_threshold), pricing=pricing,
                       drop=drop_bad_rows, keep_examples=keep_examples,
                       traffic_mix=traffic_mix, slice_column=slice_column,

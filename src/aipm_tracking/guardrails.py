@@ -253,14 +253,20 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _did_you_mean(name: str, choices: Any, cutoff: float) -> str | None:
+    """The closest of ``choices`` to ``name`` (difflib ratio >= ``cutoff``), or None."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], path: Path_, lines: _Lines,
                 what: str) -> None:
     for k in d:
         if not isinstance(k, str):
             raise lines.error(path, f"key {k!r} must be a string")
         if k not in allowed:
-            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(allowed)})"
+            close = _did_you_mean(k, allowed, 0.6)
+            hint = f"; did you mean '{close}'?" if close else f" (known: {', '.join(allowed)})"
             raise lines.error(path + (k,), f"unknown {what} key{hint}")
 
 
@@ -339,14 +345,51 @@ def _guardrail(metric: str, spec: Any, path: Path_, lines: _Lines, registry: Met
             raise lines.error(path, "is an info metric (no direction in the registry): a "
                                     "guardrail on it needs direction: higher or lower "
                                     "(min/max alone are not enough)")
-        names = [d.name for d in registry if d.name != base]
-        close = difflib.get_close_matches(base, names, n=1, cutoff=0.75)
-        hint = f"did you mean '{close[0]}'? otherwise " if close else ""
+        close = _did_you_mean(base, (d.name for d in registry if d.name != base), _METRIC_CUTOFF)
+        hint = f"did you mean '{close}'? otherwise " if close else ""
         raise lines.error(path, f"is not a known metric: {hint}declare direction: higher or lower")
     full = slice_metric_name(metric, slice_key) if slice_key else metric
     return Guardrail(metric=full, direction=direction, min=lo, max=hi, max_regression=margin,
                      severity=severity, slice=slice_key or split_slice(metric)[1],
                      line=lines.line(path))
+
+
+#: A metric name this close (difflib ratio) to a known one, and not known itself, is a typo.
+_METRIC_CUTOFF = 0.75
+
+
+def _check_column_map(cmap: Mapping[str, str], lines: _Lines) -> None:
+    """A ``column_map`` target that is a typo of a canonical column (``confidnce``) is an
+    error; other names are accepted (a plugin may read columns of its own)."""
+    from .tables import near_miss_column
+
+    for theirs, target in cmap.items():
+        close = near_miss_column(target)
+        if close is not None:
+            raise lines.error(("column_map", theirs), f"{_show(target)} is not a column aipm "
+                              f"knows; did you mean '{close}'?")
+
+
+def _check_metric_map(mmap: Mapping[str, str], lines: _Lines, registry: MetricRegistry,
+                      rails: list[Guardrail]) -> None:
+    """A ``metric_map`` target must be a metric name (``name`` or ``name[column=value]``).
+    A name that is neither registered nor guarded in this file but close to one that is
+    (``acuracy``) is a typo and an error; other names are accepted (a foreign metric kept
+    under a name of your choice is shown for information)."""
+    known = {d.name for d in registry} | {g.base_metric for g in rails}
+    for foreign, target in mmap.items():
+        base, sl = split_slice(target)
+        if ("[" in target or "]" in target) and sl is None:
+            raise lines.error(("metric_map", foreign), f"{_show(target)}: malformed per-slice "
+                              "name (expected 'metric[column=value]')")
+        if sl is not None:
+            _check_slice_key(sl, ("metric_map", foreign), lines)
+        if base in known:
+            continue
+        close = _did_you_mean(base, known, _METRIC_CUTOFF)
+        if close is not None:
+            raise lines.error(("metric_map", foreign), f"{_show(target)} is not a known "
+                              f"metric; did you mean '{close}'?")
 
 
 def _metric_block(v: Any, path: Path_, lines: _Lines, registry: MetricRegistry,
@@ -404,6 +447,8 @@ def _from_dict(raw: Any, lines: _Lines, registry: MetricRegistry, source: str | 
     for key, block in slices.items():
         _check_slice_key(key, ("slices", str(key)), lines)
         rails.extend(_metric_block(block, ("slices", key), lines, registry, key))
+    _check_column_map(column_map, lines)
+    _check_metric_map(metric_map, lines, registry, rails)
     seen: dict[str, Guardrail] = {}
     for g in rails:
         if g.metric in seen:
@@ -441,13 +486,18 @@ def _with_hash(g: Guardrails) -> Guardrails:
 
 def parse_guardrails(text: str, file: str = "<guardrails>", registry: MetricRegistry | None = None,
                      ) -> Guardrails:
-    """Parse and validate guardrails YAML text (``file`` is only used in messages)."""
-    lines = _Lines.of_text(text, file)
+    """Parse and validate guardrails YAML text (``file`` is only used in messages). A document
+    nested deeper than Python's recursion limit is a ConfigError ("nesting too deep")."""
+    reg = _registry(registry)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:  # e.g. a !!python tag the safe constructor refuses
-        raise _yaml_error(e, file) from None
-    return _from_dict(raw, lines, _registry(registry), source=file)
+        lines = _Lines.of_text(text, file)
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:  # e.g. a !!python tag the safe constructor refuses
+            raise _yaml_error(e, file) from None
+        return _from_dict(raw, lines, reg, source=file)
+    except RecursionError:
+        raise ConfigError(f"{file}: nesting too deep") from None
 
 
 def load_guardrails(source: str | Path | Mapping[str, Any] | Guardrails,
@@ -456,7 +506,11 @@ def load_guardrails(source: str | Path | Mapping[str, Any] | Guardrails,
     if isinstance(source, Guardrails):
         return source
     if isinstance(source, Mapping):
-        return _from_dict(dict(source), _Lines("<guardrails dict>"), _registry(registry), None)
+        reg = _registry(registry)
+        try:
+            return _from_dict(dict(source), _Lines("<guardrails dict>"), reg, None)
+        except RecursionError:
+            raise ConfigError("<guardrails dict>: nesting too deep") from None
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")

@@ -15,17 +15,27 @@ types it.
 Both apply the column map (``theirs -> canonical``, DESIGN §3) and turn every read failure
 (truncated Parquet, unparsable CSV/JSONL, unknown extension, a mapped column that does not
 exist) into a :class:`~aipm_tracking.errors.DataError` whose one line names the file and column.
+A column map whose target is a near-miss of a canonical column (``confidnce``) is a
+:class:`~aipm_tracking.errors.UsageError` ("did you mean 'confidence'?"); other targets are
+accepted (plugins may read columns of their own).
+
+**Ids and slices are text.** In CSV and JSONL files the columns that become ``example_id`` and
+``slice`` (after the column map; the ``slice_column`` too) are read as strings, never guessed:
+``007`` and ``7`` are two ids, an id beyond 64 bits stays exact, and slice ``1`` is named
+``slice=1`` even when some rows have no slice. In CSV an empty value there is missing (a null
+id, a row in no slice); a JSON integer id too large for a 64-bit float to keep exactly is a
+DataError (write such ids as JSON strings). Parquet columns keep their declared types.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ColumnTypeChanged, DataError
+from .errors import ColumnTypeChanged, DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -35,6 +45,8 @@ CANONICAL_COLUMNS = ("example_id", "label", "prediction", "confidence", "latency
                      "overridden", "fallback", "slice")
 #: Extra columns with a meaning (LLM pricing derives ``cost_usd`` from them).
 TOKEN_COLUMNS = ("input_tokens", "output_tokens")
+#: Canonical columns read as text from CSV/JSONL (never type-guessed: ``007`` is not ``7``).
+TEXT_COLUMNS = ("example_id", "slice")
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
@@ -69,13 +81,58 @@ def file_format(path: str | os.PathLike[str]) -> str:
     raise DataError(f"{os.fspath(path)}: unknown eval file type (expected .csv, .parquet or .jsonl)")
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance (insert, delete, substitute, swap two neighbours)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def near_miss_column(name: str) -> str | None:
+    """The canonical (or token) column ``name`` is a typo of, or None.
+
+    A typo is one or two edits away (one for names of five letters or fewer: ``lable``,
+    ``confidnce``, ``overriden``, ``slices``); a name that extends a canonical one with
+    ``_...`` (``confidence_2``, ``label_id``) is taken as a column of its own (a plugin may
+    read it), as is anything further away."""
+    if name in CANONICAL_COLUMNS or name in TOKEN_COLUMNS:
+        return None
+    best: tuple[int, str] | None = None
+    for canon in (*CANONICAL_COLUMNS, *TOKEN_COLUMNS):
+        if name.startswith(canon + "_"):
+            return None
+        d = _edit_distance(name.lower(), canon)
+        if d <= (1 if len(canon) <= 5 else 2) and (best is None or d < best[0]):
+            best = (d, canon)
+    return None if best is None else best[1]
+
+
+def check_column_map_targets(column_map: Mapping[str, str] | None) -> None:
+    """A target that is a near-miss of a canonical column is a UsageError naming the entry."""
+    for theirs, target in (column_map or {}).items():
+        close = near_miss_column(str(target))
+        if close is not None:
+            raise UsageError(f"column map {theirs}={target}: '{target}' is not a column aipm "
+                             f"knows; did you mean '{close}'?")
+
+
 def check_column_map(columns: list[str], column_map: Mapping[str, str] | None,
                      source: str) -> dict[str, str]:
     """Validate ``{theirs: canonical}`` against the table's columns; return the renames to do.
 
     A mapped column that does not exist is an error naming the file and the column; so is a
-    map that would create two columns of the same name. Mapping a column to itself is a no-op.
+    map that would create two columns of the same name, and a target that is a typo of a
+    canonical column (:func:`near_miss_column`). Mapping a column to itself is a no-op.
     """
+    check_column_map_targets(column_map)
     renames: dict[str, str] = {}
     for theirs, canonical in (column_map or {}).items():
         if theirs == canonical:
@@ -98,8 +155,59 @@ def _wrap_read_error(path: str, fmt: str, exc: BaseException) -> DataError:
     return DataError(f"{path}: cannot read {fmt} file ({msg[:200]})")
 
 
-def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
+def text_sources(column_map: Mapping[str, str] | None, extra: Collection[str] = ()) -> set[str]:
+    """File column names read as text: those the column map sends to ``example_id``/``slice``
+    (or to a name in ``extra``, e.g. a ``slice_column``), and those names themselves unless
+    the map sends them elsewhere. Names not in the file are harmless."""
+    targets = {*TEXT_COLUMNS, *extra}
+    cmap = dict(column_map or {})
+    out = {theirs for theirs, canon in cmap.items() if canon in targets}
+    out |= {t for t in targets if cmap.get(t, t) == t}
+    return out
 
+
+#: JSON numbers at or beyond this lose integer precision as float64 (pyarrow reads integers
+#: that do not fit in int64 as doubles).
+_EXACT_FLOAT = 2.0 ** 53
+
+
+def _as_text(data: Any, names: Collection[str], path: str, fmt: str) -> Any:
+    """Arrow Table/RecordBatch with the ``names`` columns as strings: CSV (already read as
+    strings) gets empty values as nulls; JSONL numbers and booleans are cast (``7`` ->
+    ``"7"``, ``1.0`` -> ``"1"``). Nested values are left for the evaluation to reject."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = list(data.schema)
+    arrays = list(data.columns)
+    changed = False
+    for i, f in enumerate(fields):
+        if f.name not in names:
+            continue
+        t = f.type
+        arr = arrays[i]
+        if fmt == "csv" and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, t), arr)
+        elif fmt == "jsonl" and (pa.types.is_integer(t) or pa.types.is_floating(t)
+                                 or pa.types.is_boolean(t)):
+            if pa.types.is_floating(t) and len(arr) and (pc.max(pc.abs(arr)).as_py() or 0.0
+                                                          ) >= _EXACT_FLOAT:
+                raise DataError(f"{path}: column '{f.name}' holds numbers too large to read "
+                                f"exactly (beyond 2**53); write them as JSON strings")
+            arr = pc.cast(arr, pa.string())
+        else:
+            continue
+        fields[i] = pa.field(f.name, arr.type)
+        arrays[i] = arr
+        changed = True
+    if not changed:
+        return data
+    return type(data).from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _read_file(path: str, columns: list[str] | None = None,
+               text: Collection[str] = ()) -> pd.DataFrame:
+    """Read a whole file; ``text``: file column names read as strings (see :func:`text_sources`)."""
     fmt = file_format(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such eval file")
@@ -108,15 +216,20 @@ def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
             import pyarrow.parquet as pq
 
             return pq.read_table(path, columns=columns).to_pandas()
+        import pyarrow as pa
+
         if fmt == "csv":
             import pyarrow.csv as pcsv
 
-            conv = pcsv.ConvertOptions(include_columns=columns) if columns else None
-            return pcsv.read_csv(path, convert_options=conv).to_pandas()
+            conv = pcsv.ConvertOptions(include_columns=columns or [],
+                                       column_types={c: pa.string() for c in text})
+            tbl = pcsv.read_csv(path, convert_options=conv)
+            return _as_text(tbl, text, path, fmt).to_pandas()
         import pyarrow.json as pjson  # same parser as streaming (no pandas dtype guessing)
 
         tbl = pjson.read_json(path)
-        return (tbl.select(columns) if columns else tbl).to_pandas()
+        tbl = tbl.select(columns) if columns else tbl
+        return _as_text(tbl, text, path, fmt).to_pandas()
     except DataError:
         raise
     except (KeyError, MemoryError) as e:
@@ -127,17 +240,20 @@ def _read_file(path: str, columns: list[str] | None = None) -> pd.DataFrame:
         raise _wrap_read_error(path, fmt, e) from None
 
 
-def load_table(table: Any, column_map: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+def load_table(table: Any, column_map: Mapping[str, str] | None = None, *,
+               text_columns: Collection[str] = ()) -> tuple[pd.DataFrame, str]:
     """Any supported table -> ``(DataFrame with canonical names, source name)``.
 
     DataFrames are not copied (columns are renamed on a shallow copy); pyarrow Tables are
-    converted; paths are read according to their extension.
+    converted; paths are read according to their extension (``example_id``, ``slice`` and
+    the names in ``text_columns`` read as text from CSV/JSONL, see :func:`text_sources`).
     """
     import pandas as pd
 
     src = source_name(table)
+    check_column_map_targets(column_map)
     if isinstance(table, (str, os.PathLike)):
-        df = _read_file(os.fspath(table))
+        df = _read_file(os.fspath(table), text=text_sources(column_map, text_columns))
     elif isinstance(table, pd.DataFrame):
         df = table
     elif type(table).__name__ == "Table" and hasattr(table, "to_pandas"):
@@ -247,7 +363,8 @@ def _json_int_column(path: str, exc: BaseException, schema: Any,
 
 
 def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None,
-              types: Mapping[str, str] | None = None) -> Iterator[pd.DataFrame]:
+              types: Mapping[str, str] | None = None,
+              text: Collection[str] = ()) -> Iterator[pd.DataFrame]:
     fmt = file_format(path)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such eval file")
@@ -274,7 +391,8 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None,
 
             reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block),
                                    convert_options=pcsv.ConvertOptions(
-                                       include_columns=columns, column_types=pinned))
+                                       include_columns=columns,
+                                       column_types={**pinned, **{c: pa.string() for c in text}}))
         else:
             import pyarrow.json as pjson
 
@@ -285,7 +403,7 @@ def _iter_raw(path: str, chunk_rows: int, columns: list[str] | None,
                     unexpected_field_behavior="infer") if pinned else None)
         schema = reader.schema
         for batch in reader:
-            df = batch.to_pandas()
+            df = _as_text(batch, text, path, fmt).to_pandas()
             yield df[columns] if (columns and fmt == "jsonl") else df
     except DataError:
         raise
@@ -323,5 +441,6 @@ def iter_chunks(path: str | Path, column_map: Mapping[str, str] | None = None, *
         back = {v: k for k, v in renames.items()}
         final = [renames.get(c, c) for c in src_cols]
         read_cols = [back.get(c, c) for c in columns if c in final]
-    for df in _iter_raw(path, chunk_rows, read_cols, types):
+    text = text_sources(column_map) & set(src_cols)
+    for df in _iter_raw(path, chunk_rows, read_cols, types, text):
         yield df.rename(columns=renames) if renames else df
