@@ -844,3 +844,52 @@ def test_missing_prediction_column_is_named_not_correct() -> None:
         assert r.verdict == "inconclusive"
         assert "column 'prediction' missing in the baseline's" in r.reason, r.reason
         assert "'correct' missing" not in r.reason and "'brier' missing" not in r.reason
+
+
+def test_traffic_mix_applies_to_stored_runs(tmp_path: Path) -> None:
+    """``--traffic-mix`` with stored runs used to be ignored without a word (only eval files
+    went through the mix): their [mix=traffic] metrics now come from their tables."""
+    import warnings
+
+    import aipm_tracking as aipm
+    from aipm_tracking.backends.base import BackendOptions
+    from aipm_tracking.backends.local import LocalBackend
+    from aipm_tracking.errors import AipmWarning
+
+    rng = np.random.default_rng(5)
+    files, refs = [], []
+    for v, acc_de in ((1, 0.92), (2, 0.80)):
+        n = 3000
+        sl = rng.choice(["de", "en"], n, p=[0.2, 0.8])
+        y = rng.integers(0, 3, n)
+        ok = rng.random(n) < np.where(sl == "de", acc_de, 0.95)
+        df = pd.DataFrame({"example_id": np.arange(n), "label": y,
+                           "prediction": np.where(ok, y, (y + 1) % 3),
+                           "confidence": rng.random(n), "slice": sl})
+        path = tmp_path / f"e{v}.csv"
+        df.to_csv(path, index=False)
+        files.append(str(path))
+        refs.append(aipm.log(str(path), model="m", model_version=str(v), store=str(tmp_path)))
+    mix = {"de": 0.9, "en": 0.1}
+    opts = BackendOptions(store=str(tmp_path))
+    stored = aipm.compare(refs[0], refs[1], traffic_mix=mix, options=opts)
+    direct = aipm.compare(files[0], files[1], traffic_mix=mix)
+    got = {r.metric: (r.baseline, r.candidate) for r in stored.metrics if "mix=" in r.metric}
+    want = {r.metric: (r.baseline, r.candidate) for r in direct.metrics if "mix=" in r.metric}
+    assert got == want and "accuracy[mix=traffic]" in got
+    for i, f in enumerate(files):  # independently: the slices' accuracies, re-weighted
+        df = pd.read_csv(f)
+        acc = (df["label"] == df["prediction"]).groupby(df["slice"]).mean()
+        assert got["accuracy[mix=traffic]"][i] == pytest.approx(
+            0.9 * acc["de"] + 0.1 * acc["en"])
+    # a stored run without its table: the mix cannot be applied, and a warning says so
+    be = LocalBackend(opts)
+    bare = be.read_run(refs[0], with_examples=False)
+    bare.run_id, bare.examples = "", None
+    bare_ref = be.write_run(bare)
+    with pytest.warns(AipmWarning, match="no per-example table: the traffic mix cannot"):
+        cmp = aipm.compare(bare_ref, refs[1], traffic_mix=mix, options=opts)
+    assert not [r for r in cmp.metrics if "mix=" in r.metric and r.baseline is not None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AipmWarning)
+        aipm.compare(refs[0], refs[1], options=opts)  # no mix in effect: no warning

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import BackendOptions
-from .errors import DataError, UsageError
+from .errors import AipmWarning, DataError, UsageError
 from .redact import redact_config
 from .refs import RUN_ID_RE, RunRef, parse_ref, parse_target
 from .schema import DatasetInfo, EvalResult, ModelInfo, RunRecord
@@ -227,9 +228,33 @@ def load_run(source: Any, *, options: BackendOptions | None = None, guardrails: 
     rec = get_backend(ref.scheme, opts).read_run(ref.locator, with_examples=with_examples)
     if rec.ref is None:
         rec.ref = str(ref)
-    kw = _eval_kwargs(g, fallback_threshold, column_map, None)
+    kw = _eval_kwargs(g, fallback_threshold, column_map, traffic_mix)
     _canonical_examples(rec, kw["column_map"], kw["fallback_threshold"])
+    if kw.get("traffic_mix"):
+        _mix_metrics(rec, kw)
     return _apply_metric_map(rec, metric_map)
+
+
+#: The suffix of the metrics re-weighted to a traffic mix (DESIGN §4).
+_MIX = "[mix=traffic]"
+
+
+def _mix_metrics(rec: RunRecord, kw: Mapping[str, Any]) -> None:
+    """A stored run under the traffic mix in effect (``--traffic-mix`` or the guardrails'):
+    its ``[mix=traffic]`` metrics recomputed from its per-example table, as an eval file's
+    would be. Without a table the mix cannot be applied: a warning says so, and stored mix
+    metrics (of the mix at log time, maybe another) are left out."""
+    stored = [k for k in rec.metrics if k.endswith(_MIX)]
+    for k in stored:
+        del rec.metrics[k]
+    if rec.examples is None:
+        warnings.warn(f"run {rec.ref or rec.name} has no per-example table: the traffic mix "
+                      f"cannot be applied to it, and it has no {_MIX} metrics here",
+                      AipmWarning, stacklevel=3)
+        return
+    res = evaluate(rec.examples, traffic_mix=kw["traffic_mix"],
+                   fallback_threshold=kw["fallback_threshold"], pricing=kw.get("pricing"))
+    rec.metrics.update({k: v for k, v in res.metric_values().items() if k.endswith(_MIX)})
 
 
 def _canonical_examples(rec: RunRecord, column_map: Mapping[str, str] | None,
