@@ -383,7 +383,7 @@ def test_streaming_run_and_history(backend: LocalBackend, store_dir: Path) -> No
 
     hist = backend.read_history(ref)
     assert len(hist) == 200 + 20 + 2
-    assert [(p.key, p.step) for p in hist] == sorted((p.key, p.step) for p in hist)
+    assert [(p.step, p.key) for p in hist] == sorted((p.step, p.key) for p in hist)
     loss = [p for p in hist if p.key == "loss"]
     assert [p.step for p in loss] == list(range(200))
     assert all(p.value == pytest.approx(1.0 / (p.step + 1)) for p in loss)
@@ -703,3 +703,15 @@ def test_stale_temp_files_of_a_killed_writer_are_swept(store_dir: Path) -> None:
         ref = b.write_run(make_record(examples=examples_frame(3)))
     assert sorted(p.name for p in ex.iterdir()) == sorted(
         [".tmp-inflight.parquet", f"{ref.split(':')[1]}.parquet"])
+
+
+def test_row_numbers_are_not_stored_a_named_index_is(backend: LocalBackend) -> None:
+    """A gapped row index (rows dropped by --drop-bad-rows) came back as the index of the
+    stored table, where MLflow and W&B give 0..n-1."""
+    df = pd.DataFrame({"example_id": ["a", "b", "c"], "label": [1, 0, 1]}, index=[0, 4, 9])
+    got = backend.read_run(backend.write_run(make_record("gaps", examples=df))).examples
+    assert got is not None and list(got.index) == [0, 1, 2]
+    assert got.reset_index(drop=True).equals(df.reset_index(drop=True))
+    named = df.set_index("example_id")
+    got = backend.read_run(backend.write_run(make_record("named", examples=named))).examples
+    assert got is not None and got.index.name == "example_id" and list(got.index) == list("abc")

@@ -83,7 +83,10 @@ def _to_arrow(df: Any) -> pa.Table:
     if dups:
         raise DataError(f"per-example table has duplicate column '{dups[0]}'")
     try:
-        return pa.Table.from_pandas(df, preserve_index=None)
+        # an unnamed index is row numbers (gapped after --drop-bad-rows): not stored, as the
+        # MLflow and W&B backends do not store it; a named index is data and is kept
+        keep_index = None if any(n is not None for n in df.index.names) else False
+        return pa.Table.from_pandas(df, preserve_index=keep_index)
     except (pa.ArrowException, TypeError, ValueError) as e:
         for col in names:
             try:
@@ -533,7 +536,7 @@ class LocalBackend(BaseBackend):
                 return []
             sql += f" AND key IN ({', '.join('?' * len(keys))})"
             params += keys
-        sql += " ORDER BY key, step, ts"
+        sql += " ORDER BY step, key, ts"  # as the MLflow and W&B backends order them
         nan = float("nan")
         try:
             with self._lock:
