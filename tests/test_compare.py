@@ -228,6 +228,17 @@ def test_gates(c: float, se: float, gate: str, expected: str) -> None:
         assert "non-inferiority not shown" in r.reason
 
 
+def test_warn_reason_says_significant_but_not_beyond_the_margin() -> None:
+    """Worse by 0.015 (margin 0.01), p = 0.0027: the difference is significant, but its 95%
+    interval [0.005, 0.025] of the worsening reaches back within the margin. The reason used
+    to read "not significant (p=0.0027)"."""
+    r = judge(RAIL, normal_estimate(0.9, 0.885, 0.005), _Ctx("confirmed", 0.95, None, False))
+    p = float(2 * sps.norm.sf(3.0))
+    assert r.verdict == "warn" and r.p_value == pytest.approx(p)
+    assert r.reason.startswith("not confirmed beyond the margin (p="), r.reason
+    assert "does not lie wholly beyond the margin" in r.reason
+
+
 def test_lower_is_better_direction_with_interval() -> None:
     rail = Guardrail("latency_ms_p95", "lower", max_regression=Margin(0.1, relative=True))
     est = normal_estimate(500.0, 600.0, 10.0)

@@ -22,7 +22,8 @@ units; positive is worse):
   wholly beyond the margin and, where the row has a p-value, the Holm-adjusted p-value must
   be at or below alpha (the interval and the test can disagree: Tango's interval inverts the
   uncorrected score test, the p-value is exact McNemar); otherwise the row is ``warn``
-  ("not significant (p=…)"); under
+  ("not significant (p=…)", or "not confirmed beyond the margin (p=…)" when the
+  difference is significant but the interval reaches back within the margin); under
   ``strict`` any row whose interval reaches beyond the margin is a regression
   (non-inferiority not shown); under ``point`` point estimates decide. Rows with point
   estimates only (summary-only runs) are decided on points under every gate.
@@ -263,7 +264,10 @@ def _regression(margin: Margin, b: float, c: float, worse: float, sign: float,
                             f"({p_test_txt})")
         return "regression", f"{what}; {ci_txt} lies beyond the margin" + (
             f" ({p_txt})" if p_txt else "")
-    return "warn", (f"not significant ({p_txt or 'no p-value'}): {what}, but the {ci_txt} "
+    # a significant difference can still be within reach of the margin: say which it is
+    lead = ("not confirmed beyond the margin" if p_test is not None and p_test <= ctx.alpha
+            else "not significant")
+    return "warn", (f"{lead} ({p_txt or 'no p-value'}): {what}, but the {ci_txt} "
                     f"does not lie wholly beyond the margin")
 
 
