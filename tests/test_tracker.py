@@ -659,3 +659,19 @@ def test_logged_points_of_a_guardrailed_metric_are_checked(store: Path, tmp_path
                    ("accuracy", 50)]
     assert [a[1] for a in flaky.alerts] == ["aipm guardrail breached: accuracy",
                                             "aipm guardrail breached: latency_ms_p95"]
+
+
+def test_log_eval_records_the_eval_sets_size_and_fingerprint(store: Path,
+                                                             tmp_path: Path) -> None:
+    """As ``aipm log`` does: a run's dataset says how many rows its eval had and which."""
+    table = eval_table(300, 0.9, 4)
+    with aipm.Tracker(run_name="ds", dataset="support-eval@v3",
+                      spool_dir=tmp_path / "sp") as tr:
+        tr.log(step=0, loss=1.0)
+        tr.log_eval(table, step=1)
+    logged = local(store).read_run(aipm.log(table, model="m", store=str(store),
+                                            dataset="support-eval@v3"))
+    rec = local(store).read_run(tr.ref)
+    assert (rec.dataset.name, rec.dataset.version, rec.dataset.size) == (
+        "support-eval", "v3", 300)
+    assert rec.dataset.digest and rec.dataset.digest == logged.dataset.digest

@@ -729,15 +729,21 @@ class Tracker:
         metrics: dict[str, MetricValue] = {k: MetricValue(v) for k, v in self._last.items()}
         details: dict[str, Any] = {}
         examples = None
+        dataset = self.record.dataset
         if self.last_eval is not None:
+            from .api import _digest
+
             metrics.update(self.last_eval.metric_values())
             details = dict(self.last_eval.details)
             examples = self.last_eval.examples
+            # as aipm.log records it: the eval set's size and content fingerprint
+            dataset = dataclasses.replace(dataset, size=self.last_eval.n_examples,
+                                          digest=dataset.digest or _digest(examples))
         if self.breaches:
             details["guardrail_breaches"] = self.breaches[-200:]
         return dataclasses.replace(self.record, metrics=metrics, details=details,
                                    status=status, finished_at=utc_now(), ref=self.ref,
-                                   examples=examples)
+                                   examples=examples, dataset=dataset)
 
     def finish(self, status: str = "finished") -> None:
         """Flush, wait for device copies, record the final status and the last eval."""
