@@ -47,13 +47,41 @@ def test_psi_identical_is_zero_and_shift_is_large() -> None:
 def test_psi_floor_and_constant_baseline() -> None:
     base = np.full(100, 0.5)
     cand = np.concatenate([np.full(50, 0.5), np.full(50, 0.9)])
-    # one bin (edges collapse): both sides have share 1 -> PSI 0
-    assert psi(base, cand) == pytest.approx(0.0)
+    # the constant is a bin of its own: [0.5] holds 1 vs 0.5, (0.5, inf) holds 0 vs 0.5
+    # (merged into one bin, this shift used to read PSI 0)
+    assert psi(base, cand) == pytest.approx(
+        (0.5 - 1) * math.log(0.5 / 1) + (0.5 - 1e-4) * math.log(0.5 / 1e-4))
+    assert psi(base, base) == 0.0
     # candidate entirely above the baseline's range: the last bin gets everything
     b = np.linspace(0, 1, 1000)
     v = psi(b, np.full(10, 2.0), n_bins=10)
     expected = 9 * (1e-4 - 0.1) * math.log(1e-4 / 0.1) + (1 - 0.1) * math.log(1 / 0.1)
     assert v == pytest.approx(expected, rel=1e-3)
+
+
+def test_psi_saturated_baseline_confidence() -> None:
+    """92% of the baseline at confidence 1.0 (an LLM): every quantile edge from 10% up is
+    1.0, so the bins used to collapse into one and PSI read 0 whatever the candidate did."""
+    rng = np.random.default_rng(0)
+    base = np.r_[np.ones(920), rng.random(80)]
+    cand = np.full(1000, 0.2)
+    # by hand: bins (-inf, 1.0) and [1.0]: the baseline 0.08 / 0.92, the candidate 1 / 0
+    exp = (1 - 0.08) * math.log(1 / 0.08) + (1e-4 - 0.92) * math.log(1e-4 / 0.92)
+    assert psi(base, cand) == pytest.approx(exp)
+    assert psi(base, base) == 0.0
+    # continuous data has no atom: the bins are the plain deciles (as the loop computes)
+    smooth = rng.beta(5, 2, 3000)
+    assert psi(smooth, cand) == pytest.approx(_psi_loop(smooth, cand, 10, 1e-4), rel=1e-9)
+
+
+def test_psi_categorical_compares_by_name() -> None:
+    """A Parquet integer slice and a CSV text slice are the same slices (psi_slice of the
+    same rows read from the two formats used to be 16 and block)."""
+    ints = np.array([1, 2, 3] * 200)
+    assert psi_categorical(ints, ints.astype(str)) == 0.0
+    assert psi_categorical(ints.astype(float), ints.astype(str)) == 0.0
+    withnull = np.array(["1", None, "2"] * 10, dtype=object)
+    assert psi_categorical(withnull, np.array([1.0, np.nan, 2.0] * 10)) == 0.0
 
 
 def test_psi_categorical_by_hand() -> None:

@@ -5,10 +5,15 @@
 shift, > 0.2 significant shift.
 
 * **Numeric** (:func:`psi`): bin edges are the baseline's quantiles at ``0, 1/n_bins, ..., 1``
-  (numpy linear); repeated edges (ties, constant columns) are merged, so there may be fewer
-  bins. The outer bins are open (values below the baseline minimum count in the first bin,
-  above the maximum in the last).
-* **Categorical** (:func:`psi_categorical`): one bin per value seen on either side.
+  (numpy linear); repeated edges are merged, so there may be fewer bins. A value that holds
+  at least ``1/n_bins`` of the baseline (an atom: an LLM's confidence 1.0, a constant
+  column) is a bin of its own, so a candidate that moves off it shows (merging it with its
+  neighbours used to give PSI 0 whatever the candidate did). Otherwise the outer bins are
+  open (values below the baseline minimum count in the first bin, above the maximum in the
+  last).
+* **Categorical** (:func:`psi_categorical`): one bin per value seen on either side; values
+  are compared by name, as slice names are (``1``, ``1.0`` and ``"1"`` are one category:
+  a Parquet integer slice and a CSV text slice are the same slice).
 * **Floor**: empty bins would make ``ln`` infinite, so every share is raised to at least
   ``floor`` (default ``1e-4``) before the sum; shares are not renormalised afterwards. A
   category present on one side only therefore contributes about ``share * ln(share / 1e-4)``.
@@ -38,11 +43,36 @@ def psi(baseline_values: Any, candidate_values: Any, n_bins: int = 10,
     if b.size == 0 or c.size == 0:
         return float("nan")
     edges = np.unique(np.quantile(b, np.linspace(0.0, 1.0, n_bins + 1)))
-    inner = edges[1:-1]
+    values, counts = np.unique(b, return_counts=True)
+    atoms = values[counts * n_bins >= b.size]  # each gets [v, next float after v)
+    inner = np.unique(np.concatenate([edges[1:-1], atoms, np.nextafter(atoms, np.inf)]))
     k = inner.size + 1
     bi = np.bincount(np.searchsorted(inner, b, side="right"), minlength=k)
     ci = np.bincount(np.searchsorted(inner, c, side="right"), minlength=k)
     return _psi_from_shares(bi / b.size, ci / c.size, floor)
+
+
+def _names(a: np.ndarray) -> np.ndarray:
+    """Category values by name, nulls kept null: integers and integral floats as ``"1"``,
+    other numbers as ``str``, text as it is (vectorised for numeric and text columns)."""
+    import pandas as pd
+
+    if a.dtype.kind in "iub":
+        return a.astype(str)
+    if a.dtype.kind == "f":
+        out = a.astype(object)
+        ok = np.isfinite(a) & (np.abs(np.where(np.isfinite(a), a, 0.0)) < 2.0 ** 63)
+        whole = ok & (a == np.floor(np.where(ok, a, 0.0)))
+        out[whole] = a[whole].astype(np.int64).astype(str)
+        rest = np.isfinite(a) & ~whole
+        out[rest] = a[rest].astype(str)
+        out[np.isnan(a)] = None
+        return out
+    s = pd.Series(a, dtype=object)
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return a
+    return s.map(lambda v: v if v is None or isinstance(v, str) or (
+        isinstance(v, float) and np.isnan(v)) else _names(np.asarray([v]))[0]).to_numpy()
 
 
 def psi_categorical(baseline_values: Any, candidate_values: Any,
@@ -53,6 +83,7 @@ def psi_categorical(baseline_values: Any, candidate_values: Any,
     b, c = np.asarray(baseline_values).reshape(-1), np.asarray(candidate_values).reshape(-1)
     if b.size == 0 or c.size == 0:
         return float("nan")
+    b, c = _names(b), _names(c)
     # one factorize over both sides (hash-based, vectorised): codes index the union of values
     codes, uniques = pd.factorize(np.concatenate([b, c]), use_na_sentinel=False)
     k = len(uniques)
