@@ -75,7 +75,8 @@ def _dropping_bad_rows(source: str | None, g: Guardrails | None, column_map: dic
               help="A missing guardrailed metric is a warning, not exit 3.")
 @map_option
 @click.option("--traffic-mix", default=None, metavar="SLICE=W,...",
-              help="Reweight to a production traffic mix, e.g. de=0.3,en=0.7.")
+              help="Reweight to a production traffic mix, e.g. de=0.3,en=0.7 (weights sum "
+                   "to 1; a guardrails file's traffic_mix is normalized instead).")
 @click.option("--reference-sample", default=None, type=click.Path(dir_okay=False),
               help="A production sample (eval-file format) to measure drift against.")
 @click.option("--queries-per-day", type=float, default=None, metavar="N",
