@@ -18,7 +18,7 @@ from .backends.base import BackendOptions
 from .errors import AipmWarning, DataError, UsageError
 from .redact import redact_config
 from .refs import RUN_ID_RE, RunRef, parse_ref, parse_target
-from .schema import DatasetInfo, EvalResult, ModelInfo, RunRecord
+from .schema import DatasetInfo, EvalResult, MetricPoint, ModelInfo, RunRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -317,8 +317,33 @@ def compare(baseline: Any, candidate: Any, guardrails: Any = None, gate: str = "
     return cmp
 
 
+def _source_history(ref: str, opts: BackendOptions) -> list[MetricPoint]:
+    """The logged series of the run at ``ref`` (empty for an eval file, or a backend that
+    keeps none: one whose ``read_history`` is not implemented)."""
+    from .errors import BackendNotImplementedError
+    from .plugins import get_backend
+
+    parsed = parse_ref(ref)
+    if parsed.scheme == "file":
+        return []
+    try:
+        return list(get_backend(parsed.scheme, opts).read_history(parsed.locator))
+    except BackendNotImplementedError:
+        return []
+
+
 def push(ref: str, to: str, *, options: BackendOptions | None = None) -> str:
-    """Copy a run (with its per-example table) to another backend; return the new reference."""
+    """Copy a run to another backend; return the copy's reference.
+
+    The copy has the run's record (summary, config, tags, details), its per-example table
+    and its logged series (``read_history``: every point's key, step and value, and its
+    time where the destination keeps one), written by the destination's ``write_run`` in
+    one write (:func:`~aipm_tracking.backends.base.write_run_copy`). It is tagged
+    ``aipm.source_ref`` = the run's reference: pushing the same run to the same destination
+    again returns the complete copy already there instead of writing another (a copy is a
+    snapshot of the run when it was first copied).
+    """
+    from .backends.base import SOURCE_TAG, write_run_copy
     from .plugins import emit, get_backend
 
     opts = _options(options)
@@ -326,17 +351,20 @@ def push(ref: str, to: str, *, options: BackendOptions | None = None) -> str:
     if rec.ref and rec.ref.startswith("<"):
         raise UsageError(f"cannot push {ref!r}: not a stored run")
     scheme, target = parse_target(to)
+    dest = get_backend(scheme, opts)  # an unknown destination fails before reading history
+    history = _source_history(ref, opts)
     if not RUN_ID_RE.match(rec.run_id or ""):
         rec.run_id = ""  # the destination generates one
     src = rec.ref
     if src:
-        rec.tags = {**rec.tags, "aipm.source_ref": src}
-    new_ref = get_backend(scheme, opts).write_run(rec, target)
+        rec.tags = {**rec.tags, SOURCE_TAG: src}
+    new_ref = write_run_copy(dest, rec, target, history)
     rec.ref = new_ref
     emit("aipm_run_logged", record=rec, ref=new_ref)
     return new_ref
 
 
 def pull(ref: str, *, options: BackendOptions | None = None) -> str:
-    """Copy a run from any backend into the embedded store; return its ``local:`` reference."""
+    """Copy a run (record, per-example table, logged series) from any backend into the
+    embedded store; return its ``local:`` reference. Pulling it again returns that copy."""
     return push(ref, "local", options=options)

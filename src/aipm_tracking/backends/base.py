@@ -13,11 +13,13 @@ Operations a backend cannot do raise :class:`~aipm_tracking.errors.BackendNotImp
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import BackendNotImplementedError
+from ..errors import AipmWarning, BackendNotImplementedError
 from ..schema import Comparison, MetricPoint, RunRecord
 
 
@@ -42,6 +44,8 @@ class Backend(Protocol):
         """Store a complete run (metrics, details, per-example table); return its reference.
 
         Must be atomic from a reader's view: a failure leaves no run that looks complete.
+        Optional keyword (see :func:`write_run_copy`): ``history``, the run's logged series
+        points, stored with the run as :meth:`log_points` would have stored them.
         """
         ...
 
@@ -80,6 +84,14 @@ class Backend(Protocol):
     # ``alert(ref, title, text) -> None`` notifies the run's owners (W&B: ``run.alert``).
     # The Tracker calls it from its background thread when a guardrail is breached
     # mid-training.
+    # ``write_run(record, target, *, history=None)``: a backend whose ``write_run`` takes the
+    # keyword ``history`` (a sequence of MetricPoint) stores a copied run's series with it,
+    # as part of the one write (``aipm push``/``pull``, :func:`write_run_copy`); one whose
+    # ``write_run`` does not is given the run alone, with a warning that the series were not
+    # copied. ``history`` is None or empty for a run without series: write it as before.
+    # A record tagged ``aipm.source_ref`` is a copy of that run: a backend that already holds
+    # a complete copy of it (same destination) should return that copy's reference instead
+    # of writing another (the local, MLflow and W&B backends do).
     # ``acks_are_durable: bool`` (default True): ``log_points`` returning means the points
     # are kept even if this process is killed next. False (W&B: its core writes the run log
     # in 32 KiB blocks) makes the spool keep them until ``finish_run``; a replay then checks
@@ -122,3 +134,42 @@ class BaseBackend:
 
 
 BackendFactory = Callable[[BackendOptions], Backend]
+
+
+#: The tag a copied run carries: the reference of the run it was copied from.
+SOURCE_TAG = "aipm.source_ref"
+
+
+def takes_history(backend: Any) -> bool:
+    """Whether ``backend.write_run`` takes the keyword ``history`` (the optional part of the
+    protocol): a parameter of that name, not a ``**kwargs`` that could drop it unseen."""
+    try:
+        params = inspect.signature(backend.write_run).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+    p = params.get("history")
+    return p is not None and p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                        inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def write_run_copy(backend: Backend, record: RunRecord, target: str | None,
+                   history: Sequence[MetricPoint] | None) -> str:
+    """``backend.write_run`` for a copied run (``aipm push``/``pull``) with its series.
+
+    Without points the record is written exactly as before (``write_run(record, target)``);
+    with points, through ``write_run(record, target, history=points)`` where the backend
+    takes it, else the run alone with an :class:`AipmWarning` that the series were not
+    copied (a third-party backend written against the protocol without ``history``).
+    """
+    if not history:
+        return backend.write_run(record, target)
+    if takes_history(backend):
+        write: Callable[..., str] = backend.write_run
+        return write(record, target, history=history)
+    keys = sorted({p.key for p in history})
+    shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+    warnings.warn(f"backend '{getattr(backend, 'scheme', '?')}' stores no logged series with "
+                  f"a copied run (its write_run takes no history): history not copied "
+                  f"({len(history)} point(s) of {shown}) from {record.ref or record.name}",
+                  AipmWarning, stacklevel=3)
+    return backend.write_run(record, target)

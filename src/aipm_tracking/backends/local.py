@@ -15,7 +15,8 @@ removes the temp/backup tables a killed writer left (older than an hour, so neve
 writer's). Writes are atomic from a reader's view:
 the Parquet file is written to a temporary name and moved into place under the database's
 write lock, inside the one transaction that inserts the run; if that transaction fails the
-file is removed, so a reader sees a run complete or not at all. Run ids are checked against
+file is removed, so a reader sees a run complete or not at all (a copied run's series,
+``write_run(..., history=points)``, go in that transaction too). Run ids are checked against
 :data:`~aipm_tracking.refs.RUN_ID_RE` before they reach a path or a query, and every query
 is parameterised. Importing this module is cheap: pandas and pyarrow load on first use.
 """
@@ -42,7 +43,7 @@ from ..redact import redact_config
 from ..refs import validate_run_id
 from ..schema import RUN_STATUSES, MetricPoint, RunRecord, utc_now
 from . import local_db
-from .base import BackendOptions, BaseBackend
+from .base import SOURCE_TAG, BackendOptions, BaseBackend
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -55,6 +56,8 @@ DB_NAME = "aipm.db"
 #: Key of a stored record naming its infinite metrics (strict JSON holds them as null).
 _INFINITE = "infinite_metrics"
 EXAMPLES_DIR = "examples"
+_INSERT_POINT = ("INSERT OR REPLACE INTO history (run_id, key, step, value, ts) "
+                 "VALUES (?, ?, ?, ?, ?)")
 
 
 @hookimpl
@@ -279,19 +282,53 @@ class LocalBackend(BaseBackend):
         conn.executemany("INSERT INTO tags (run_id, key, value) VALUES (?, ?, ?)",
                          [(run_id, str(k), str(v)) for k, v in record.tags.items()])
 
-    def _store(self, record: RunRecord, status: str, *, existing: str | None = None) -> str:
-        """Write a run atomically; ``existing`` replaces that run (keeping id and created_at)."""
+    def _find_copy(self, conn: sqlite3.Connection, source_ref: str) -> tuple[str, bool] | None:
+        """The newest run tagged ``aipm.source_ref = source_ref`` and whether it has series
+        points; None when the store holds no copy of that run."""
+        row = conn.execute(
+            "SELECT r.run_id, EXISTS (SELECT 1 FROM history h WHERE h.run_id = r.run_id) "
+            "FROM tags t JOIN runs r ON r.run_id = t.run_id "
+            "WHERE t.key = ? AND t.value = ? ORDER BY r.created_ts DESC, r.rowid DESC LIMIT 1",
+            (SOURCE_TAG, source_ref)).fetchone()
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    def _store(self, record: RunRecord, status: str, *, existing: str | None = None,
+               history: Sequence[MetricPoint] | None = None,
+               source_ref: str | None = None) -> str:
+        """Write a run atomically; ``existing`` replaces that run (keeping id and created_at).
+
+        ``history``: series points stored in the same transaction. ``source_ref``: the run
+        is a copy of that run; a copy already in the store is returned instead (nothing is
+        written), except one without series points while ``history`` has some (a copy made
+        before series were copied), which is completed in place (same id).
+        """
         d = self._prepare(record, status)
-        # a bad table fails here, before anything touches the store
+        # a bad table or a bad point fails here, before anything touches the store
         table = _to_arrow(record.examples) if record.examples is not None else None
+        points = self._point_rows(record.run_id or record.name, history) if history else []
         conn = self._db(create=True)
         assert conn is not None
+        if source_ref is not None and existing is None:  # a repeated copy: no table written
+            try:
+                with self._lock:
+                    found = self._find_copy(conn, source_ref)
+            except sqlite3.Error as e:
+                raise self._sql_error(e) from None
+            if found is not None and (found[1] or not points):
+                return f"{SCHEME}:{found[0]}"
         self._sweep_temp_files()
         tmp = self._write_tmp(table) if table is not None else None
         final: Path | None = None  # our file in place, to remove if the transaction fails
         backup: tuple[Path, Path] | None = None  # (saved copy, its place): restored on failure
         try:
             with self._lock, local_db.transaction(conn):
+                if source_ref is not None and existing is None:  # again, under the lock
+                    found = self._find_copy(conn, source_ref)
+                    if found is not None and (found[1] or not points):
+                        self._cleanup(tmp)
+                        return f"{SCHEME}:{found[0]}"  # commits nothing
+                    if found is not None:
+                        existing = found[0]
                 if existing is not None:
                     row = conn.execute("SELECT record FROM runs WHERE run_id = ?",
                                        (existing,)).fetchone()
@@ -320,6 +357,8 @@ class LocalBackend(BaseBackend):
                     os.replace(tmp, path)
                     tmp, final = None, path
                 self._insert(conn, d, record)
+                if points:
+                    conn.executemany(_INSERT_POINT, ((run_id, *p[1:]) for p in points))
         except BaseException as e:
             self._cleanup(tmp, final)
             if backup is not None:
@@ -340,13 +379,21 @@ class LocalBackend(BaseBackend):
             if p is not None:
                 p.unlink(missing_ok=True)
 
-    def write_run(self, record: RunRecord, target: str | None = None) -> str:
+    def write_run(self, record: RunRecord, target: str | None = None, *,
+                  history: Sequence[MetricPoint] | None = None) -> str:
         """Store a complete run (with its per-example table); return ``local:<id>``.
 
         A valid ``record.run_id`` not yet in the store is kept; an empty or taken one gets
         a fresh id (see :func:`new_run_id`); an invalid one is an InvalidReferenceError.
+        ``history``: the run's series points (as :meth:`log_points` takes them), stored in
+        the same transaction as the run (one ``executemany``). A record tagged
+        ``aipm.source_ref`` (``aipm push``/``pull``) whose source the store already holds
+        a copy of returns that copy (every write is atomic: a copy there is complete); a
+        copy made before series were copied (no points) is completed in place, same id.
         """
-        return self._store(record, getattr(record, "status", None) or "finished")
+        source = record.tags.get(SOURCE_TAG) if isinstance(record, RunRecord) else None
+        return self._store(record, getattr(record, "status", None) or "finished",
+                           history=history, source_ref=str(source) if source else None)
 
     def start_run(self, record: RunRecord, target: str | None = None) -> str:
         """Create a run in state ``running`` (for the Tracker); return its reference."""
@@ -486,8 +533,17 @@ class LocalBackend(BaseBackend):
         conn = self._db(create=False, write=True)
         if conn is None:
             raise self._not_found(run_id)
-        sql = ("INSERT OR REPLACE INTO history (run_id, key, step, value, ts) "
-               "VALUES (?, ?, ?, ?, ?)")
+        rows = self._point_rows(run_id, points)
+        try:
+            with self._lock, local_db.transaction(conn):
+                if not self._exists(conn, run_id):
+                    raise self._not_found(run_id)
+                conn.executemany(_INSERT_POINT, rows)
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from None
+
+    def _point_rows(self, run_id: str, points: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """``(run_id, key, step, value, ts)`` rows of points; a UsageError names a bad one."""
         # sqlite3 binds numpy scalars as BLOBs (buffer protocol): take the fast path only when
         # every point has plain Python types (one C-speed pass), else convert point by point.
         try:
@@ -495,16 +551,8 @@ class LocalBackend(BaseBackend):
         except (TypeError, IndexError, KeyError):
             plain = set()
         if plain and plain <= _PLAIN_POINT and "" not in {p[0] for p in points}:
-            rows = [(run_id, p[0], p[2], p[1], p[3]) for p in points]
-        else:
-            rows = self._coerce_points(run_id, points)
-        try:
-            with self._lock, local_db.transaction(conn):
-                if not self._exists(conn, run_id):
-                    raise self._not_found(run_id)
-                conn.executemany(sql, rows)
-        except sqlite3.Error as e:
-            raise self._sql_error(e) from None
+            return [(run_id, p[0], p[2], p[1], p[3]) for p in points]
+        return self._coerce_points(run_id, points)
 
     @staticmethod
     def _coerce_points(run_id: str, points: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -1,4 +1,5 @@
-"""``aipm push`` / ``aipm pull``: copy a run, with its per-example table, between backends."""
+"""``aipm push`` / ``aipm pull``: copy a run (record, per-example table, logged series)
+between backends; copying the same run to the same place again returns the copy there."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from ._common import check_eval_sources, state
               help="Destination: local, mlflow:EXPERIMENT or wandb:ENTITY/PROJECT.")
 @click.pass_context
 def push_cmd(ctx: click.Context, ref: str, to: str) -> None:
-    """Copy run REF to another backend; print the new reference.
+    """Copy run REF (record, per-example table, logged series) to another backend; print the
+    copy's reference (a repeated push returns the copy already there).
 
     \b
     Example:
@@ -29,7 +31,8 @@ def push_cmd(ctx: click.Context, ref: str, to: str) -> None:
 @click.argument("ref")
 @click.pass_context
 def pull_cmd(ctx: click.Context, ref: str) -> None:
-    """Copy run REF (mlflow:…, wandb:…) into the embedded store; print its local reference.
+    """Copy run REF (mlflow:…, wandb:…) into the embedded store, with its per-example table
+    and logged series; print its local reference (a repeated pull returns that copy).
 
     \b
     Example:

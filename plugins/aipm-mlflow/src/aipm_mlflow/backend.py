@@ -9,10 +9,22 @@ Layout of a run written by aipm (experiment = the push target):
   ``aipm.guardrails_hash``, ``aipm.dataset``; the user's tags; ``mlflow.runName``;
 * params = the (redacted, flattened) config; metrics = the summary metrics at step 0, linked
   to a LoggedModel and the dataset where MLflow has them;
+* a run written with its series (``aipm push``/``pull`` of a run a Tracker logged:
+  ``write_run(..., history=points)``): every point as it was logged (key, step, value,
+  time in ms), in ``log_batch`` calls of 1,000 points; a summary metric that has a series is
+  not logged again (MLflow's latest value of the key is the series' last point, as for a run
+  the Tracker streamed); one without a series (an eval metric, say) is logged once at the
+  series' last step, and tags ``aipm.summary_keys`` list those keys, so ``read_history``
+  leaves them out (they are not series); tag ``aipm.history_points`` counts the points;
 * artifacts ``aipm/run.json`` (the full RunRecord: pull is lossless), ``aipm/examples.parquet``
   (the per-example table), ``aipm/details/*.json`` (reliability bins, confusion matrix ...),
   ``aipm/examples_table.json`` (``log_table``, for the MLflow UI);
 * the dataset as an MLflow dataset input (``mlflow.data.from_pandas``) with its digest.
+
+A copied run (tag ``aipm.source_ref``) pushed again to the same experiment returns the
+complete copy there (found by ``aipm.source_id``), except a copy without series written
+before series were copied (no ``aipm.history_points``) when the run has some: then a new,
+complete copy is written.
 
 Everything that can be checked before writing (keys, value sizes, the Parquet table) is
 checked before the run is created, so a bad input creates nothing. Writes go through
@@ -33,7 +45,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +104,7 @@ class _Plan:
     metric_keys: dict[str, str]  # aipm name -> MLflow key
     run_doc: dict[str, Any]  # aipm/run.json, without its ref
     tmp: tempfile.TemporaryDirectory[str]  # aipm/ details, overflow values, examples.parquet
+    series_keys: dict[str, str] = field(default_factory=dict)  # series name -> MLflow key
 
     @property
     def root(self) -> Path:
@@ -224,15 +237,24 @@ class MlflowBackend(BaseBackend):
             return "sha256:" + hashlib.sha256(src.encode()).hexdigest()[:32]
         return src
 
-    def _find_by_source(self, exp_id: str, source_id: str) -> Any | None:
+    def _find_by_source(self, exp_id: str, source_id: str,
+                        need_history: bool = False) -> Any | None:
+        """The run written for ``source_id``: a complete one first, else an unfinished one
+        (a push to finish). ``need_history``: a complete run without series points, written
+        before series were copied, does not count (a new copy is written)."""
         flt = f"tags.`{cv.TAG_SOURCE}` = '{source_id}'"
         with self._guard("search runs"):
             runs = self.client.search_runs([exp_id], filter_string=flt, max_results=10,
                                            order_by=["attributes.start_time DESC"])
         for run in runs:
-            if run.data.tags.get(cv.TAG_STATUS) == "complete":
+            tags = run.data.tags
+            if tags.get(cv.TAG_STATUS) == "complete" and (
+                    not need_history or cv.TAG_HISTORY in tags):
                 return run
-        return runs[0] if runs else None
+        for run in runs:
+            if run.data.tags.get(cv.TAG_STATUS) != "complete":
+                return run
+        return None
 
     def _log_batch(self, run_id: str, metrics: Sequence[Any] = (),
                    params: Sequence[tuple[str, str]] = (),
@@ -336,10 +358,12 @@ class MlflowBackend(BaseBackend):
         return name, ds.digest
 
     def _plan(self, record: RunRecord, fmt: str = KEY_FORMAT,
-              streamed: str | None = None) -> _Plan:
-        """Keys (in key format ``fmt``), params, tags and the artifact files of ``record``:
-        every error a bad input can cause (a key MLflow cannot take, two names for one key, a
-        table Parquet cannot hold) is raised here, before the run exists.
+              streamed: str | None = None,
+              history: Sequence[MetricPoint] | None = None) -> _Plan:
+        """Keys (in key format ``fmt``), params, tags and the artifact files of ``record``
+        (and the keys of ``history``'s series): every error a bad input can cause (a key
+        MLflow cannot take, two names for one key, a table Parquet cannot hold) is raised
+        here, before the run exists.
 
         ``streamed``: the id of the streamed run being finished; a metric whose key MLflow
         cannot take is then left out of the summary with a warning (``log_points`` dropped
@@ -357,6 +381,8 @@ class MlflowBackend(BaseBackend):
                 if (streamed, str(k)) not in self._unwritable:
                     self._unwritable.add((streamed, str(k)))
                     _warn(f"{e}; it is left out of the MLflow summary")
+        series_keys = {name: self._key(str(name), fmt)
+                       for name in dict.fromkeys(p.key for p in history or ())}
         doc = record.to_dict()
         doc["config"] = redact_config(record.config)
         try:
@@ -383,7 +409,7 @@ class MlflowBackend(BaseBackend):
         except BaseException:
             tmp.cleanup()
             raise
-        return _Plan(params, tags, metric_keys, doc, tmp)
+        return _Plan(params, tags, metric_keys, doc, tmp, series_keys)
 
     def _artifacts(self, run_id: str, record: RunRecord, plan: _Plan, ref: str) -> None:
         """run.json, examples.parquet, details/*.json (+ overflow values), one upload call."""
@@ -412,9 +438,12 @@ class MlflowBackend(BaseBackend):
 
     def _write_body(self, exp_id: str, run_id: str, record: RunRecord, plan: _Plan,
                     resumed: bool, logged_params: dict[str, str] | None = None,
-                    series: frozenset[str] = frozenset()) -> None:
+                    series: frozenset[str] = frozenset(),
+                    history: Sequence[MetricPoint] = ()) -> None:
         """Everything but the run itself. ``series``: metric keys already streamed (their
-        latest point is the summary; logging it again at step 0 would pollute the history)."""
+        latest point is the summary; logging it again at step 0 would pollute the history).
+        ``history``: the series points to write (keys in ``plan.series_keys``); the summary
+        metrics without a series are then logged at the last step and listed in tags."""
         params = plan.params
         if logged_params:  # MLflow params are write-once: keep the first, say so
             for k, v in params:
@@ -430,19 +459,49 @@ class MlflowBackend(BaseBackend):
         ds_name, ds_digest = self._dataset(run_id, record)
         from mlflow.entities import Metric
 
-        metrics = [Metric(key, float(record.metrics[k].value), ts, 0, model_id=model_id,
+        step = 0
+        history_tags: list[tuple[str, str]] = []
+        if history:
+            step = self._log_history(run_id, history, plan.series_keys)
+            series = series | frozenset(plan.series_keys.values())
+            history_tags = [(cv.TAG_HISTORY, str(len(history)))]
+            history_tags += cv.summary_keys_tags(
+                [key for key in plan.metric_keys.values() if key not in series])
+        metrics = [Metric(key, float(record.metrics[k].value), ts, step, model_id=model_id,
                           dataset_name=ds_name, dataset_digest=ds_digest)
                    for k, key in plan.metric_keys.items() if key not in series]
         for chunk in chunked(metrics, MAX_METRICS_PER_BATCH):
             self._log_batch(run_id, metrics=chunk, op="log metrics")
         self._artifacts(run_id, record, plan, f"{cv.SCHEME}:{run_id}")
         # tags that name artifacts: only now that the artifacts are there
-        extra_tags = [(cv.TAG_RECORD, cv.RUN_JSON)]
+        extra_tags = [*history_tags, (cv.TAG_RECORD, cv.RUN_JSON)]
         if record.examples is not None:
             extra_tags.append((cv.TAG_EXAMPLES, cv.EXAMPLES_PARQUET))
         if model_id:
             extra_tags.append((cv.TAG_LOGGED_MODEL, model_id))
-        self._log_batch(run_id, tags=extra_tags)
+        for _, tg in kv_batches([], extra_tags):
+            self._log_batch(run_id, tags=tg)
+
+    def _log_history(self, run_id: str, history: Sequence[MetricPoint],
+                     keys: dict[str, str]) -> int:
+        """Write series points as they were logged (``ceil(len / 1000)`` ``log_batch``
+        calls, built a batch at a time); return the last step. A retried push writes them
+        again: MLflow's SQL stores skip a point they hold (same key, step, time, value)."""
+        from mlflow.entities import Metric
+
+        last = 0
+        batch: list[Any] = []
+        with self._guard("log series"):
+            for i, p in enumerate(history):
+                step = int(p.step)
+                last = step if i == 0 else max(last, step)
+                batch.append(Metric(keys[p.key], float(p.value), int(p.timestamp * 1000), step))
+                if len(batch) == MAX_METRICS_PER_BATCH:
+                    self.client.log_batch(run_id, metrics=batch, synchronous=True)
+                    batch = []
+            if batch:
+                self.client.log_batch(run_id, metrics=batch, synchronous=True)
+        return last
 
     def _end(self, run_id: str, record: RunRecord) -> None:
         status = cv.TO_MLFLOW_STATUS.get(record.status)
@@ -468,16 +527,20 @@ class MlflowBackend(BaseBackend):
         return str(run.info.run_id)
 
     # -- Backend protocol: whole runs ------------------------------------------------
-    def write_run(self, record: RunRecord, target: str | None = None) -> str:
-        """Push a run; a retry of an interrupted push finishes that run (no duplicate).
+    def write_run(self, record: RunRecord, target: str | None = None, *,
+                  history: Sequence[MetricPoint] | None = None) -> str:
+        """Push a run; a retry of an interrupted push finishes that run (no duplicate), and
+        a run pushed before returns its complete copy.
 
-        A bad input (a key MLflow cannot take, a table Parquet cannot hold) is an error
-        before anything is created."""
-        plan = self._plan(record)
+        ``history``: the run's series points, written with it (see the module doc). A bad
+        input (a key MLflow cannot take, a table Parquet cannot hold) is an error before
+        anything is created."""
+        history = history or ()
+        plan = self._plan(record, history=history)
         try:
             exp_id = self._experiment_id(target)
             source_id = self._source_id(record)
-            existing = self._find_by_source(exp_id, source_id)
+            existing = self._find_by_source(exp_id, source_id, need_history=bool(history))
             if existing is not None and existing.data.tags.get(cv.TAG_STATUS) == "complete":
                 if existing.info.status == "RUNNING":  # tagged by an older plugin, never ended
                     self._end(existing.info.run_id, record)
@@ -488,11 +551,11 @@ class MlflowBackend(BaseBackend):
                 fmt = self._run_format(run_id, dict(existing.data.tags))
                 if fmt != KEY_FORMAT:
                     plan.close()
-                    plan = self._plan(record, fmt)
+                    plan = self._plan(record, fmt, history=history)
             else:
                 run_id = self._create_run(exp_id, record, source_id, "incomplete")
             try:
-                self._write_body(exp_id, run_id, record, plan, resumed)
+                self._write_body(exp_id, run_id, record, plan, resumed, history=history)
                 self._complete(run_id, record)
             except AipmError as e:  # same class (exit code), with what to do next
                 raise type(e)(f"{e} -- run mlflow:{run_id} is left tagged "
@@ -689,21 +752,25 @@ class MlflowBackend(BaseBackend):
         self._log_batch(run_id, tags=[(cv.TAG_STATUS, "complete")], op="mark run complete")
 
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
-        """Every logged point of the run's series (MLflow pages each key's history)."""
+        """Every logged point of the run's series (MLflow pages each key's history); the
+        summary metrics a copied run lists in ``aipm.summary_keys`` are not series."""
         run_id = self._run_id(locator)
         run = self._get_run(run_id)
         tags = run.data.tags
+        summary_only = cv.summary_only_keys(tags)  # one summary point each: not series
         if keys is None:
             decode = cv.key_decoder(tags)
-            pairs = [(decode(k), k) for k in run.data.metrics]
+            pairs = [(decode(k), k) for k in run.data.metrics if k not in summary_only]
         else:
             encode = cv.key_encoder(tags)
             pairs = []
             for name in keys:
                 try:
-                    pairs.append((name, encode(name)))
+                    key = encode(name)
                 except BackendError:  # no such key can exist in MLflow
                     continue
+                if key not in summary_only:
+                    pairs.append((name, key))
         out: list[MetricPoint] = []
         for name, mkey in pairs:
             with self._guard(f"get metric history '{name}'"):

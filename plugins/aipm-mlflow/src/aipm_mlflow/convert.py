@@ -23,6 +23,7 @@ from aipm_tracking.schema import DatasetInfo, MetricValue, ModelInfo, RunRecord
 from .keys import (
     KEY_FORMAT,
     KEY_FORMAT_V2,
+    MAX_TAG_VALUE_LENGTH,
     from_legacy_key,
     from_mlflow_key,
     from_mlflow_key_v2,
@@ -46,6 +47,11 @@ TAG_LOGGED_MODEL = "aipm.logged_model_id"
 TAG_KIND = "aipm.kind"
 TAG_RECORD = "aipm.record"  # artifact path of the full RunRecord JSON, once written
 TAG_KEY_FORMAT = "aipm.key_format"  # keys encoded by keys.to_mlflow_key (absent: older plugin)
+#: On a run written with its series (a copied run's history): how many points were copied.
+TAG_HISTORY = "aipm.history_points"
+#: MLflow keys of summary metrics that have no series (JSON lists; ``.2``, ``.3`` ... when
+#: one tag value cannot hold them all): one point each, which is not a series.
+TAG_SUMMARY_KEYS = "aipm.summary_keys"
 RUN_JSON = "aipm/run.json"
 EXAMPLES_PARQUET = "aipm/examples.parquet"
 
@@ -143,6 +149,38 @@ def write_encoder(fmt: str | None) -> Encoder:
     if fmt == LEGACY:
         return legacy_to_mlflow_key
     return _ENCODERS.get(fmt or KEY_FORMAT, to_mlflow_key)
+
+
+def summary_keys_tags(keys: list[str], max_len: int = MAX_TAG_VALUE_LENGTH
+                      ) -> list[tuple[str, str]]:
+    """Tags listing ``keys`` (:data:`TAG_SUMMARY_KEYS`, then ``.2``, ``.3`` ...), each
+    value a JSON list of at most ``max_len`` characters."""
+    out: list[tuple[str, str]] = []
+    chunk: list[str] = []
+    for key in keys:
+        if chunk and len(json.dumps([*chunk, key])) > max_len:
+            out.append((TAG_SUMMARY_KEYS if not out else f"{TAG_SUMMARY_KEYS}.{len(out) + 1}",
+                        json.dumps(chunk)))
+            chunk = []
+        chunk.append(key)
+    if chunk:
+        out.append((TAG_SUMMARY_KEYS if not out else f"{TAG_SUMMARY_KEYS}.{len(out) + 1}",
+                    json.dumps(chunk)))
+    return out
+
+
+def summary_only_keys(tags: Mapping[str, str]) -> set[str]:
+    """MLflow keys a run's :data:`TAG_SUMMARY_KEYS` tags list (unreadable values: none)."""
+    out: set[str] = set()
+    for k, v in tags.items():
+        if k == TAG_SUMMARY_KEYS or k.startswith(TAG_SUMMARY_KEYS + "."):
+            try:
+                keys = json.loads(v)
+            except ValueError:
+                continue
+            if isinstance(keys, list):
+                out.update(str(x) for x in keys)
+    return out
 
 
 def _dataset_of(run: Any, tags: Mapping[str, str]) -> DatasetInfo:

@@ -354,19 +354,68 @@ class WandbBackend(BaseBackend):
                     stacklevel=3)
         return None
 
-    def write_run(self, record: RunRecord, target: str | None = None) -> str:
+    def write_run(self, record: RunRecord, target: str | None = None, *,
+                  history: Sequence[MetricPoint] | None = None) -> str:
+        """Write a whole run (one W&B run, finished); return its reference.
+
+        ``history``: the run's series points, logged first as the Tracker streams them (one
+        ``run.log`` per step, with the step's time; a negative step, which W&B cannot
+        hold, is left out with a warning), then the record as :meth:`finish_run` writes it.
+        A record tagged ``aipm.source_ref`` (``aipm push``/``pull``) whose complete copy is
+        already in ``target`` returns that copy instead of writing another: offline, a run
+        directory where new runs go with its ``aipm-copy.json`` naming the source and
+        ``target``; online, a finished run tagged ``aipm-source=DIGEST`` that names the
+        source and holds ``aipm/run.json``.
+        """
         from . import writer
 
-        convert.parse_project(target)  # validate before starting anything
+        entity, project = convert.parse_project(target)  # validate before starting anything
+        source = str(record.tags.get(convert.SOURCE_REF) or "")
+        if source:
+            found = self._find_copy(source, target, entity, project)
+            if found is not None:
+                return found
         run = writer.new_record_run(record, target, self.extra)
         try:
-            writer.write_record(run, record, self._baseline_examples(record))
             ref = writer.run_ref(run)
+            row_time = None
+            if history:
+                dropped, row_time = writer.log_history(run, history)
+                if dropped:
+                    keys = sorted({str(p.key) for p in dropped})
+                    warnings.warn(
+                        f"W&B run {ref}: {len(dropped)} point(s) of {_some(keys)} at negative "
+                        f"step(s) not copied: W&B keeps no step below 0", AipmWarning,
+                        stacklevel=2)
+            writer.write_record(run, record, self._baseline_examples(record), row_time)
         except BaseException:
             writer.finish(run, 1)
             raise
         writer.finish(run, 0)
+        if source:
+            try:
+                writer.save_copy(run, source, target)
+            except OSError as e:
+                warnings.warn(f"could not write '{writer.COPY_FILE}' for W&B run {ref} ({e}); "
+                              f"pushing {source} again writes another copy", AipmWarning,
+                              stacklevel=2)
         return ref
+
+    def _find_copy(self, source: str, target: str | None, entity: str | None,
+                   project: str) -> str | None:
+        """A complete copy of run ``source`` in ``target`` (see :meth:`write_run`)."""
+        from . import writer
+
+        mode = writer.run_mode(self.extra)
+        if mode in ("offline", "dryrun"):
+            return writer.find_offline_copy(self.extra, source, target)
+        if mode == "disabled":  # wandb.init refuses it, with the reason
+            return None
+        from . import remote
+
+        path = f"{entity}/{project}" if entity else project
+        return remote.find_copy(self._api_(), path, source, convert.source_tag(source),
+                                convert.RUN_JSON)
 
     def start_run(self, record: RunRecord, target: str | None = None) -> str:
         from . import writer

@@ -5,7 +5,8 @@ An aipm-written W&B run carries:
 * config: the record's config with secrets redacted, plus ``aipm`` = {schema, run_id,
   name, model, dataset, guardrails_hash, created_at, tags};
 * summary: each metric under its canonical name (``accuracy``, ``accuracy[slice=de]``);
-* tags: ``aipm``, ``model=NAME``, ``guardrails=HASH`` (W&B tags are short strings);
+* tags: ``aipm``, ``model=NAME``, ``guardrails=HASH`` (W&B tags are short strings) and, on a
+  copy (``aipm push``/``pull``), ``aipm-source=DIGEST`` of the run it was copied from;
 * files: ``aipm/run.json`` (the full RunRecord JSON, so pulling is lossless) and
   ``aipm/examples.parquet`` (the per-example table).
 
@@ -15,6 +16,7 @@ metrics, renamed through ``metric_map`` (foreign name -> canonical).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -90,13 +92,34 @@ def record_summary(record: RunRecord) -> dict[str, float]:
     return out
 
 
+#: The record tag a copied run carries (``aipm push``/``pull``): the run it was copied from.
+SOURCE_REF = "aipm.source_ref"
+
+
+def source_tag(source_ref: str) -> str:
+    """The W&B tag of a copy of run ``source_ref`` (W&B tags are short: a digest), which a
+    repeated push looks the copy up by (``tags $in``)."""
+    return "aipm-source=" + hashlib.sha256(source_ref.encode()).hexdigest()[:20]
+
+
 def record_tags(record: RunRecord) -> list[str]:
     tags = ["aipm"]
     if record.model.name:
         tags.append(f"model={record.model.name}"[:64])
     if record.guardrails_hash:
         tags.append(f"guardrails={record.guardrails_hash}"[:64])
+    src = record.tags.get(SOURCE_REF)
+    if src:
+        tags.append(source_tag(str(src)))
     return tags
+
+
+def copy_source(config: Mapping[str, Any]) -> str | None:
+    """The ``aipm.source_ref`` of a run written by aipm, from its config's ``aipm`` block."""
+    block = config.get(CONFIG_KEY)
+    tags = block.get("tags") if isinstance(block, Mapping) else None
+    src = tags.get(SOURCE_REF) if isinstance(tags, Mapping) else None
+    return str(src) if src else None
 
 
 def record_json(record: RunRecord) -> dict[str, Any]:

@@ -235,6 +235,27 @@ def scan_history(run: Any, page_size: int = 1000) -> list[dict[str, Any]]:
         raise _fail(f"W&B history of run '{run.id}' could not be read", e) from None
 
 
+def find_copy(api: Any, path: str, source_ref: str, tag: str, run_json: str) -> str | None:
+    """``wandb:ENTITY/PROJECT/ID`` of a complete copy of ``source_ref`` in ``path``
+    (``ENTITY/PROJECT`` or ``PROJECT``): a finished run tagged ``tag`` whose config names
+    ``source_ref`` and that holds ``run_json`` (written last); newest first; None if none."""
+    from .convert import copy_source
+
+    try:
+        runs = api.runs(path, filters={"tags": {"$in": [tag]}}, order="-created_at",
+                        per_page=50)
+        for run in runs:
+            if (copy_source(dict(run.config or {})) == source_ref
+                    and str(getattr(run, "state", "")) == "finished"
+                    and run_json in run_files(run)):
+                return f"wandb:{run.entity}/{run.project}/{run.id}"
+    except BackendError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise _fail(f"W&B search for a copy of '{source_ref}' in '{path}' failed", e) from None
+    return None
+
+
 def iter_runs(api: Any, path: str, *, filters: dict[str, Any] | None, per_page: int,
               limit: int | None, quiet: bool) -> Generator[Any, None, None]:
     """Runs of ``ENTITY/PROJECT``, newest first, paged; a progress bar on a TTY."""

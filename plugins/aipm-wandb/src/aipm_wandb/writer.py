@@ -3,13 +3,16 @@
 ``wandb.init`` respects ``WANDB_MODE`` (``offline`` writes a run directory that
 ``wandb sync`` uploads later) unless ``BackendOptions.extra["mode"]`` says otherwise.
 Runs are created with ``reinit="create_new"`` so a user's own active run is untouched.
+A copied run's series (:func:`log_history`) go as the Tracker streams them: one
+``run.log(row, step=s)`` per step, steps in increasing order, with the row's time.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aipm_tracking.errors import BackendError, DataError
@@ -30,13 +33,16 @@ from .scrub import error_line, remember_url, scrub_message
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from aipm_tracking.schema import Comparison, RunRecord
+    from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 
 EXAMPLES_KEY = "aipm/examples"
 #: Beside an offline run's ``.wandb`` log: where the run goes (``ENTITY/PROJECT``) and its
 #: name, written when a streaming run starts, so ``aipm sync`` can reopen a run that was
 #: killed before wandb-core wrote its first block (the log then names no project).
 TARGET_FILE = "aipm-target.json"
+#: Beside an offline copy's ``.wandb`` log (``aipm push``/``pull``): the run it copies and
+#: where it went, written once the copy is complete, so pushing the same run again finds it.
+COPY_FILE = "aipm-copy.json"
 #: The columns of the ``aipm/guardrails`` table (the fields of ``details["guardrails"]``).
 GUARDRAIL_COLUMNS = ["metric", "threshold", "value", "verdict", "severity", "reason"]
 
@@ -188,21 +194,24 @@ def split_parts(n_rows: int, max_rows: int) -> list[tuple[int, int]]:
     return [(i, min(i + max_rows, n_rows)) for i in range(0, n_rows, max_rows)] or [(0, 0)]
 
 
-def log_examples(run: Any, examples: pd.DataFrame, baseline: pd.DataFrame | None) -> int:
+def log_examples(run: Any, examples: pd.DataFrame, baseline: pd.DataFrame | None,
+                 row_time: Mapping[str, float] | None = None) -> int:
     """Log the per-example table, split into parts of ``wandb.Table.MAX_ROWS``; return #parts.
 
     One part: key ``aipm/examples``; several: ``aipm/examples_part001`` … (never truncated).
+    ``row_time``: ``{"_timestamp": t}`` keeps the time of the history row they join.
     """
     wandb = _wandb()
 
+    t = dict(row_time or {})
     df = _changed_column(examples, baseline)
     ranges = split_parts(len(df), int(wandb.Table.MAX_ROWS))
     if len(ranges) == 1:
-        run.log({EXAMPLES_KEY: _table(wandb, df)}, commit=False)
+        run.log({EXAMPLES_KEY: _table(wandb, df), **t}, commit=False)
     else:
         width = max(3, len(str(len(ranges))))
         for i, (a, b) in enumerate(ranges, 1):
-            run.log({f"{EXAMPLES_KEY}_part{i:0{width}d}": _table(wandb, df.iloc[a:b])},
+            run.log({f"{EXAMPLES_KEY}_part{i:0{width}d}": _table(wandb, df.iloc[a:b]), **t},
                     commit=False)
     run.summary["aipm/examples_rows"] = len(df)
     run.summary["aipm/examples_parts"] = len(ranges)
@@ -224,16 +233,21 @@ def guardrail_rows(details: Mapping[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
-    """Summary, per-example table, guardrail table, confusion matrix, reliability diagram."""
+def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None,
+               row_time: float | None = None) -> None:
+    """Summary, per-example table, guardrail table, confusion matrix, reliability diagram.
+
+    They join the current history row (the last step of a run with series); ``row_time``
+    keeps that row's time (wandb stamps each ``log`` call with the time of the call)."""
     wandb = _wandb()
 
+    t = {} if row_time is None else {"_timestamp": float(row_time)}
     details = record.details or {}
     if record.examples is not None:
-        log_examples(run, record.examples, baseline)
+        log_examples(run, record.examples, baseline, t)
     rows = guardrail_rows(details)
     if rows:
-        run.log({"aipm/guardrails": wandb.Table(columns=GUARDRAIL_COLUMNS, data=rows)},
+        run.log({"aipm/guardrails": wandb.Table(columns=GUARDRAIL_COLUMNS, data=rows), **t},
                 commit=False)
     conf = details.get("confusion")
     if isinstance(conf, dict) and conf.get("labels") and conf.get("matrix"):
@@ -246,7 +260,7 @@ def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> No
             "wandb/confusion_matrix/v1",
             wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data),
             {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": "Confusion matrix"})}, commit=False)
+            {"title": "Confusion matrix"}), **t}, commit=False)
     rel = details.get("reliability")
     if isinstance(rel, dict) and rel.get("count"):
         acc, conf_b = rel.get("accuracy") or [], rel.get("confidence") or []
@@ -257,17 +271,21 @@ def log_review(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> No
         if pts:
             tbl = wandb.Table(columns=["bin", "confidence", "accuracy", "count"], data=pts)
             run.log({"aipm/reliability": wandb.plot.line(
-                tbl, "confidence", "accuracy", title="Reliability diagram")}, commit=False)
-    run.log({}, commit=True)
+                tbl, "confidence", "accuracy", title="Reliability diagram"), **t},
+                commit=False)
+    run.log(t, commit=True)
     for k, v in record_summary(record).items():
         run.summary[k] = v
     if record.guardrails_hash:
         run.summary["aipm/guardrails_hash"] = record.guardrails_hash
 
 
-def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> None:
+def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None,
+                 row_time: float | None = None) -> None:
     """Everything of ``record`` into the open ``run``; ``aipm/run.json`` last, as the mark
-    of a complete write (a run without it is read from what W&B itself holds)."""
+    of a complete write (a run without it is read from what W&B itself holds).
+    ``row_time``: the time of the history row the review tables join (see
+    :func:`log_review`)."""
     doc = record_json(record)
     doc["ref"] = run_ref(run)
     doc["run_id"] = run.id
@@ -285,7 +303,7 @@ def write_record(run: Any, record: RunRecord, baseline: pd.DataFrame | None) -> 
         buf = io.BytesIO()
         pq.write_table(table, buf)
         save_file(run, EXAMPLES_PARQUET, buf.getvalue())
-    log_review(run, record, baseline)
+    log_review(run, record, baseline, row_time)
     save_file(run, RUN_JSON, run_json)
 
 
@@ -429,3 +447,91 @@ def write_comparison(cmp: Comparison, target: str | None, extra: Mapping[str, An
         raise
     finish(run, 0)
     return ref
+
+
+def log_history(run: Any, history: Sequence[MetricPoint]
+                ) -> tuple[list[MetricPoint], float | None]:
+    """A copied run's series into the open ``run``, as :meth:`WandbBackend.log_points`
+    streams them: points grouped by step, one ``run.log(row, step=s)`` per step in
+    increasing order, values as they are (NaN, ±inf), the row's ``_timestamp`` the latest
+    time of its points (W&B keeps one time per step). Returns the points W&B cannot hold
+    (a negative step), which are not sent, and the last row's time (for
+    :func:`write_record`: that row stays open until then)."""
+    rows: dict[int, dict[str, Any]] = defaultdict(dict)
+    dropped: list[MetricPoint] = []
+    for p in history:
+        step = int(p.step)
+        if step < 0:
+            dropped.append(p)
+            continue
+        row = rows[step]
+        row[str(p.key)] = float(p.value)
+        ts = float(p.timestamp)
+        if ts > row.get("_timestamp", float("-inf")):
+            row["_timestamp"] = ts
+    last: float | None = None
+    for step in sorted(rows):
+        row = rows.pop(step)
+        last = row["_timestamp"]
+        run.log(row, step=step)
+    return dropped, last
+
+
+def save_copy(run: Any, source_ref: str, target: str | None) -> None:
+    """Offline: write :data:`COPY_FILE` beside the finished copy's log (a server run is
+    found by its ``aipm-source`` tag instead)."""
+    if not is_offline(run):
+        return
+    run_dir = os.path.dirname(os.path.abspath(run.dir))
+    doc = {"source_ref": source_ref, "target": (target or "").strip().strip("/"),
+           "run_id": run.id}
+    atomic_write(os.path.join(run_dir, COPY_FILE), json.dumps(doc).encode())
+
+
+def run_mode(extra: Mapping[str, Any]) -> str:
+    """The mode ``wandb.init`` will run in: ``extra["mode"]``, ``WANDB_MODE``, else wandb's
+    own settings (its settings files; ``online`` by default)."""
+    mode = extra.get("mode") or os.environ.get("WANDB_MODE")
+    if not mode:
+        try:
+            from wandb.sdk import wandb_setup
+
+            mode = str(wandb_setup.singleton().settings.mode or "online")
+        except Exception:  # noqa: BLE001 - wandb decides at init; assume its default
+            mode = "online"
+    return str(mode)
+
+
+def wandb_dirs(extra: Mapping[str, Any]) -> list[str]:
+    """Where ``wandb.init`` puts run directories (``DIR/wandb`` or ``DIR/.wandb``, DIR =
+    ``extra["dir"]``, ``WANDB_DIR`` or the working directory)."""
+    root = os.path.abspath(os.path.expanduser(
+        extra.get("dir") or os.environ.get("WANDB_DIR") or os.getcwd()))
+    return [os.path.join(root, "wandb"), os.path.join(root, ".wandb")]
+
+
+def find_offline_copy(extra: Mapping[str, Any], source_ref: str,
+                      target: str | None) -> str | None:
+    """``wandb:RUN_DIR`` of a complete offline copy of ``source_ref`` for ``target`` (its
+    :data:`COPY_FILE` and ``aipm/run.json`` there), newest first; None when there is none."""
+    import glob
+
+    want = (target or "").strip().strip("/")
+    found: list[tuple[float, str]] = []
+    for wdir in wandb_dirs(extra):
+        for marker in glob.glob(os.path.join(glob.escape(wdir), "*run-*", COPY_FILE)):
+            run_dir = os.path.dirname(marker)
+            try:
+                with open(marker, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                mtime = os.path.getmtime(marker)
+            except (OSError, ValueError):
+                continue
+            if (isinstance(doc, dict) and doc.get("source_ref") == source_ref
+                    and doc.get("target") == want
+                    and os.path.isfile(os.path.join(run_dir, "files", RUN_JSON))):
+                found.append((mtime, run_dir))
+    if not found:
+        return None
+    return "wandb:" + max(found)[1]
+
