@@ -35,7 +35,7 @@ from aipm_tracking.schema import Comparison, MetricPoint, RunRecord
 
 from . import convert
 from .filters import RunFilter
-from .offline import LocalRun, find_log, read_local_run, read_table_file
+from .offline import LocalRun, find_log, read_table_file, read_whole_run
 from .scrub import scrub_message
 
 #: W&B run states -> aipm statuses (``schema.RUN_STATUSES``); any other is ``incomplete``.
@@ -135,11 +135,11 @@ class WandbBackend(BaseBackend):
         return self._read_remote(self._remote_path(locator), with_examples)
 
     def _read_local(self, path: str, with_examples: bool) -> RunRecord:
-        lr = read_local_run(path)
+        lr = read_whole_run(path)  # with the segments `aipm sync` resumed it in
         ref = f"wandb:{lr.run_dir}"
         run_json = None
-        rj = os.path.join(lr.files_dir, convert.RUN_JSON)
-        if os.path.isfile(rj):
+        rj = lr.find_file(convert.RUN_JSON)
+        if rj is not None:
             try:
                 with open(rj, encoding="utf-8") as fh:
                     run_json = json.load(fh)
@@ -161,12 +161,12 @@ class WandbBackend(BaseBackend):
         return rec
 
     def _has_local_examples(self, lr: LocalRun) -> bool:
-        return (os.path.isfile(os.path.join(lr.files_dir, convert.EXAMPLES_PARQUET))
+        return (lr.find_file(convert.EXAMPLES_PARQUET) is not None
                 or bool(convert.examples_table_keys(lr.summary, self.extra.get("examples_table"))))
 
     def _local_examples(self, lr: LocalRun) -> Any:
-        pq_path = os.path.join(lr.files_dir, convert.EXAMPLES_PARQUET)
-        if os.path.isfile(pq_path):
+        pq_path = lr.find_file(convert.EXAMPLES_PARQUET)
+        if pq_path is not None:
             import pandas as pd
 
             try:
@@ -178,7 +178,7 @@ class WandbBackend(BaseBackend):
             return None
         import pandas as pd
 
-        frames = [read_table_file(lr.run_dir, lr.summary[k]) for k in keys]
+        frames = [read_table_file(lr.table_dir(lr.summary[k]), lr.summary[k]) for k in keys]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _read_remote(self, path: tuple[str, str, str], with_examples: bool) -> RunRecord:
@@ -265,8 +265,9 @@ class WandbBackend(BaseBackend):
         else:  # a wandb/ folder: every run directory in it
             recs = []
             for d in glob.glob(os.path.join(glob.escape(path), "*run-*")):
-                if not os.path.isdir(d) or os.path.islink(d):
-                    continue
+                if (not os.path.isdir(d) or os.path.islink(d)
+                        or os.path.basename(d).startswith("resumed-")):
+                    continue  # a resumed segment is read with its run, not on its own
                 try:
                     recs.append(self._read_local(d, with_examples=False))
                 except (DataError, RunNotFoundError):  # unreadable, or no run log (yet)
@@ -328,7 +329,7 @@ class WandbBackend(BaseBackend):
     def read_history(self, locator: str, keys: Sequence[str] | None = None) -> list[MetricPoint]:
         local = self._local_path(locator)
         if local is not None:
-            return _points_from_rows(read_local_run(local).history, keys)
+            return _points_from_rows(read_whole_run(local).history, keys)
         from . import remote
 
         e, p, r = self._remote_path(locator)

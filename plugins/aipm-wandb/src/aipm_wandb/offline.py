@@ -5,6 +5,11 @@ config, history, summary, alerts, files and table references come from the run's
 ``.wandb`` transaction log, parsed as ``wandb.proto.wandb_internal_pb2.Record``; table
 contents come from the JSON files under ``files/media/table/``. A truncated or corrupt log
 yields every intact record before the damage plus an :class:`AipmWarning`.
+
+A run that ``aipm sync`` continued after its process was killed has *resumed segments*:
+offline runs with the same id that wandb wrote under ``resumed-ID-MS/`` beside the run
+directory (a run directory cannot be appended to), listed in order in the run's
+:data:`SEGMENTS_FILE`. :func:`read_whole_run` reads the run with its segments merged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from typing import Any
 from aipm_tracking.errors import AipmWarning, DataError, RunNotFoundError
 
 from .leveldb import LogScan, read_records
+
+#: In a run directory that ``aipm sync`` continued: ``{"segments": ["resumed-ID-MS", …]}``,
+#: the folders (relative to the run directory's parent, in the order they were written)
+#: whose ``wandb/`` holds a resumed segment of the run.
+SEGMENTS_FILE = "aipm-segments.json"
 
 
 @dataclass
@@ -44,10 +54,29 @@ class LocalRun:
     exit_code: int | None = None
     finished: bool = False
     scan: LogScan | None = None
+    #: the run directories of its resumed segments merged in, oldest first
+    segments: list[str] = field(default_factory=list)
 
     @property
     def files_dir(self) -> str:
         return os.path.join(self.run_dir, "files")
+
+    def find_file(self, rel: str) -> str | None:
+        """``files/REL`` of the newest segment (else the run itself) that holds it."""
+        for d in [*reversed(self.segments), self.run_dir]:
+            path = os.path.join(d, "files", rel)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def table_dir(self, ref: dict[str, Any]) -> str:
+        """The run directory whose ``files/`` holds the table ``ref`` names (a table logged
+        by a resumed segment lies in that segment's directory)."""
+        rel = str(ref.get("path") or "")
+        for d in reversed(self.segments):
+            if rel and os.path.isfile(os.path.join(d, "files", rel)):
+                return d
+        return self.run_dir
 
     @property
     def status(self) -> str:
@@ -102,6 +131,97 @@ def has_exit_record(run_dir: str) -> bool:
         if rec.WhichOneof("record_type") == "exit":
             return True
     return False
+
+
+def segment_dirs(run_dir: str) -> list[str]:
+    """The run directories of ``run_dir``'s resumed segments (:data:`SEGMENTS_FILE`), in
+    the order they were written; an entry whose run directory is missing (a sync killed
+    before wandb created it) or that points outside the run's ``wandb/`` folder is left
+    out."""
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    try:
+        with open(os.path.join(run_dir, SEGMENTS_FILE), encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    entries = doc.get("segments") if isinstance(doc, dict) else None
+    out: list[str] = []
+    for rel in entries if isinstance(entries, list) else []:
+        if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+            continue
+        base = os.path.realpath(os.path.join(parent, rel))
+        if os.path.dirname(base) != os.path.realpath(parent):
+            continue  # only folders beside the run directory
+        for wdir in (os.path.join(base, "wandb"), os.path.join(base, ".wandb")):
+            runs = sorted(d for d in glob.glob(os.path.join(glob.escape(wdir), "*run-*"))
+                          if os.path.isdir(d) and not os.path.islink(d))
+            if runs:
+                out.append(runs[-1])
+                break
+    return out
+
+
+def add_segment(run_dir: str, folder: str) -> None:
+    """Record ``folder`` (beside ``run_dir``) as the next resumed segment of the run."""
+    from aipm_tracking.fsutil import atomic_write
+
+    path = os.path.join(run_dir, SEGMENTS_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        doc = {}
+    entries = doc.get("segments") if isinstance(doc, dict) else None
+    entries = [e for e in entries if isinstance(e, str)] if isinstance(entries, list) else []
+    entries.append(os.path.relpath(folder, os.path.dirname(os.path.abspath(run_dir))))
+    atomic_write(path, json.dumps({"segments": entries}).encode())
+
+
+def read_whole_run(path: str) -> LocalRun:
+    """:func:`read_local_run` with the run's resumed segments (:func:`segment_dirs`) merged
+    in order: their history rows after the run's (a step already there is updated, not
+    repeated), summary, config, alerts and files on top, and the run's end (exit code) is
+    the last segment's."""
+    out = read_local_run(path)
+    for seg_dir in segment_dirs(out.run_dir):
+        try:
+            seg = read_local_run(seg_dir)
+        except (RunNotFoundError, DataError) as e:
+            warnings.warn(f"resumed segment '{seg_dir}' of W&B run '{out.run_dir}' is "
+                          f"unreadable ({e}); the run is read without it", AipmWarning,
+                          stacklevel=2)
+            continue
+        _merge(out, seg)
+    return out
+
+
+def _merge(out: LocalRun, seg: LocalRun) -> None:
+    out.segments.append(seg.run_dir)
+    out.run_id = out.run_id or seg.run_id
+    out.entity = out.entity or seg.entity
+    out.project = out.project or seg.project
+    out.display_name = out.display_name or seg.display_name
+    out.tags = out.tags or seg.tags
+    out.job_type = out.job_type or seg.job_type
+    if out.start_time is None:
+        out.start_time = seg.start_time
+    out.config.update(seg.config)
+    by_step = {row["_step"]: row for row in out.history if "_step" in row}
+    for row in seg.history:
+        old = by_step.get(row.get("_step")) if "_step" in row else None
+        if old is not None:
+            old.update(row)
+        else:
+            out.history.append(row)
+            if "_step" in row:
+                by_step[row["_step"]] = row
+    out.summary.update(seg.summary)
+    out.alerts.extend(seg.alerts)
+    out.files.extend(seg.files)
+    out.artifacts.extend(seg.artifacts)
+    for k, n in seg.record_types.items():
+        out.record_types[k] = out.record_types.get(k, 0) + n
+    out.exit_code, out.finished = seg.exit_code, seg.finished
 
 
 def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:

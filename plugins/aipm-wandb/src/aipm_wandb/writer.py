@@ -28,6 +28,7 @@ from .convert import (
     record_summary,
     record_tags,
 )
+from .offline import SEGMENTS_FILE
 from .scrub import error_line, remember_url, scrub_message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -338,20 +339,23 @@ def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
     """Reopen the run behind ``ref`` in this process (``aipm sync`` replaying a spool).
 
     ``wandb:ENTITY/PROJECT/ID`` resumes the server run (``resume="allow"``). A local
-    run directory cannot be appended to in place: a new offline run with the same id is
-    written beside it, which ``wandb sync`` uploads into the same W&B run. Its
-    ``ENTITY/PROJECT`` comes from the run's log, else (a run killed before wandb-core
-    wrote anything) from :data:`TARGET_FILE`, written when the run started.
+    run directory cannot be appended to in place: a new offline run with the same id (a
+    resumed segment) is written under ``resumed-ID-MS/`` beside it, which ``wandb sync``
+    uploads into the same W&B run, and recorded in the run's :data:`SEGMENTS_FILE` before
+    wandb starts it, so reading the run directory (the ref the user holds) merges it
+    (:func:`aipm_wandb.offline.read_whole_run`). Its ``ENTITY/PROJECT`` comes from the
+    run's log (or an earlier segment), else (a run killed before wandb-core wrote
+    anything) from :data:`TARGET_FILE`, written when the run started.
     """
     import time
 
     from .convert import parse_run_path
-    from .offline import read_local_run
+    from .offline import add_segment, read_whole_run
 
     loc = ref.split(":", 1)[1] if ref.startswith("wandb:") else ref
     path = os.path.expanduser(loc)
     if os.path.exists(path):
-        lr = read_local_run(path)
+        lr = read_whole_run(path)
         side = read_target(lr.run_dir)
         if lr.project:
             target = f"{lr.entity}/{lr.project}" if lr.entity else lr.project
@@ -371,9 +375,15 @@ def resume_run(ref: str, extra: Mapping[str, Any]) -> Any:
 
         from aipm_tracking.errors import AipmWarning
 
+        try:  # recorded first: a segment the run does not name would never be read with it
+            add_segment(lr.run_dir, parent)
+        except (OSError, ValueError) as err:
+            raise BackendError(f"cannot record a resumed segment of W&B run '{lr.run_dir}' "
+                               f"in its '{SEGMENTS_FILE}': {err}") from None
         warnings.warn(f"W&B run directory '{lr.run_dir}' cannot be appended to; the rest of "
                       f"the run goes to a new offline run with the same id under '{parent}' "
-                      f"(`wandb sync` both)", AipmWarning, stacklevel=3)
+                      f"(read with the run through its reference; `wandb sync` both)",
+                      AipmWarning, stacklevel=3)
         return init_run(target, name=lr.display_name or side.get("name") or lr.run_id,
                         job_type="aipm-eval",
                         config={}, tags=[], mode="offline", run_dir=parent, run_id=lr.run_id)
