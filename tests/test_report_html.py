@@ -212,3 +212,12 @@ def test_relative_delta_is_bounded_and_counts_are_integers() -> None:
     page = render_run_html(rec)
     assert ">400<" in page and "400.0" not in page and ">80<" in page
     assert "bot v1.0" in page and "vv1.0" not in page
+
+
+def test_a_threshold_that_meets_no_target_is_not_called_recommended() -> None:
+    from aipm_tracking.report.blocks import _threshold_of
+
+    found = {"threshold_recommendation": {"found": True, "threshold": 0.55}}
+    none = {"threshold_recommendation": {"found": False, "threshold": 0.3}}
+    assert _threshold_of(found) == (0.55, "recommended threshold")
+    assert _threshold_of(none) == (0.3, "closest threshold (none meets the risk target)")

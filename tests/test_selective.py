@@ -13,6 +13,7 @@ from conftest import run_cli
 
 from aipm_tracking.selective import (
     aurc,
+    clopper_pearson_upper,
     recommend_threshold,
     risk_coverage,
     wilson_upper,
@@ -69,21 +70,51 @@ def test_wilson_upper_matches_statsmodels() -> None:
         assert np.allclose(wilson_upper(k, n, alpha), hi, rtol=1e-10)
 
 
-def _brute_force(correct: np.ndarray, conf: np.ndarray, max_risk: float, alpha: float,
-                 cost: np.ndarray) -> tuple[float, float, float, float] | None:
+def test_clopper_pearson_upper_matches_statsmodels() -> None:
     from statsmodels.stats.proportion import proportion_confint
 
-    best = None
-    for t in np.unique(conf):
+    k = np.array([0, 3, 50, 99])
+    n = np.array([10, 40, 100, 100])
+    for alpha in (0.05, 0.1):
+        _, hi = proportion_confint(k, n, alpha=2 * alpha, method="beta")
+        assert np.allclose(clopper_pearson_upper(k, n, alpha), hi, rtol=1e-10)
+    assert clopper_pearson_upper(7, 7, 0.05) == 1.0
+
+
+def _brute_force(correct: np.ndarray, conf: np.ndarray, max_risk: float, alpha: float,
+                 cost: np.ndarray) -> tuple[float, float, float, int] | None:
+    """The fallback test, one threshold at a time, from its definition: starting points at
+    m1, 2*m1, ... answered rows (m1 the fewest that can pass at alpha/4) with weights alpha/4
+    for the first and an equal share of the rest for the others; a threshold's level is its
+    own weight plus the previous threshold's level when that one was rejected; exact
+    p-values from scipy's binomtest."""
+    from scipy.stats import binomtest
+
+    n = conf.size
+    m1 = next(m for m in range(1, 10**6) if (1 - max_risk) ** m <= alpha / 4)
+    if n < 2 * m1:
+        starts = [(next(m for m in range(1, 10**6) if (1 - max_risk) ** m <= alpha), alpha)]
+    else:
+        ranks = [m1 * 2**j for j in range(30) if m1 * 2**j <= n]
+        rest = 0.75 * alpha / (len(ranks) - 1)
+        starts = [(m1, alpha / 4)] + [(m, rest) for m in ranks[1:]]
+    best, level, prev_rejected, used = None, 0.0, False, 0
+    for t in np.unique(conf)[::-1]:
         ans = conf >= t
         n_ans, errs = int(ans.sum()), int((~correct[ans]).sum())
-        _, hi = proportion_confint(errs, n_ans, alpha=2 * alpha, method="wilson")
-        if hi <= max_risk and (best is None or n_ans > best[0]):
-            best = (n_ans, t, 1 - ans.mean(), cost[ans].mean())
-    return None if best is None else best[1:] + (best[0],)
+        own = 0.0
+        while used < len(starts) and starts[used][0] <= n_ans:
+            own += starts[used][1]
+            used += 1
+        level = own + (level if prev_rejected else 0.0)
+        p = binomtest(errs, n_ans, max_risk, alternative="less").pvalue
+        prev_rejected = level > 0 and p <= level
+        if prev_rejected:
+            best = (float(t), 1 - ans.mean(), float(cost[ans].mean()), n_ans)
+    return best
 
 
-@pytest.mark.parametrize("seed,max_risk", [(0, 0.1), (1, 0.05), (2, 0.2)])
+@pytest.mark.parametrize("seed,max_risk", [(0, 0.1), (1, 0.05), (2, 0.2), (3, 0.15)])
 def test_recommend_threshold_matches_brute_force(seed: int, max_risk: float) -> None:
     rng = np.random.default_rng(seed)
     n = 1500

@@ -596,8 +596,10 @@ def evaluate(table: Any, *, fallback_threshold: float = 0.5,
     ``drop_bad_rows``: drop and report bad rows instead of raising. ``keep_examples``: keep the
     per-example table (never in streaming mode). ``chunk_rows``: force streaming of a file with
     this chunk size (default: automatic, see the module docstring). ``max_risk``: also put
-    a fallback-threshold recommendation (:mod:`aipm_tracking.selective`, one-sided
-    ``1 - risk_alpha`` Wilson bound) in ``details["threshold_recommendation"]``; exact in
+    a fallback-threshold recommendation (:mod:`aipm_tracking.selective`: Learn-then-Test over
+    the thresholds, exact binomial tests, the selective risk of the returned threshold above
+    ``max_risk`` with probability at most ``risk_alpha``) in
+    ``details["threshold_recommendation"]``; exact in
     memory, on the 1/61,440 confidence grid when streaming.
     """
     if not 0.0 <= float(fallback_threshold) <= 1.0:

@@ -54,7 +54,9 @@ def _fmt(x: Any, digits: int = 4) -> str:
 @click.option("--max-risk", type=float, required=True,
               help="Highest acceptable error rate among answered (non-fallback) queries.")
 @click.option("--alpha", type=float, default=0.05, show_default=True,
-              help="The error bound holds with confidence 1 - alpha (one-sided Wilson).")
+              help="With probability at least 1 - alpha, the recommended threshold's true "
+                   "error rate among answered queries is within --max-risk (exact binomial "
+                   "tests, corrected for testing every threshold).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @map_option
@@ -63,8 +65,10 @@ def _fmt(x: Any, digits: int = 4) -> str:
 @click.pass_context
 def thresholds_cmd(ctx: click.Context, source: str, max_risk: float, alpha: float, fmt: str,
                    column_map: tuple[str, ...], drop_bad_rows: bool) -> None:
-    """Recommend the confidence threshold with the lowest fallback rate whose upper bound on
-    the error among answered queries stays within --max-risk.
+    """Recommend the confidence threshold with the lowest fallback rate that a multiple test
+    over all thresholds certifies: with probability at least 1 - alpha its true error rate
+    among answered queries is within --max-risk (the upper bound shown is its one-sided
+    Clopper-Pearson bound).
 
     EVAL_OR_REF is an eval file (.csv/.parquet/.jsonl) or a run reference with per-example
     data. Queries with confidence >= threshold are answered; the rest fall back.
@@ -89,7 +93,8 @@ def thresholds_cmd(ctx: click.Context, source: str, max_risk: float, alpha: floa
     else:
         level = f"{100 * (1 - alpha):g}%"
         head = "recommended threshold" if rec["found"] else "no threshold meets the target"
-        click.echo(f"{head} for {name} (max risk {max_risk:g}, {level} one-sided Wilson bound)")
+        click.echo(f"{head} for {name} (max risk {max_risk:g} with {level} confidence, "
+                   f"Learn-then-Test over all thresholds)")
         rows = [("threshold", _fmt(rec["threshold"]) + "  (answer when confidence >= it)"),
                 ("fallback rate", _fmt(rec["fallback_rate"])),
                 ("coverage", _fmt(rec["coverage"])),

@@ -85,6 +85,8 @@ def reliability_plot(sides: Sequence[Side]) -> str:
 def _threshold_of(details: dict[str, Any]) -> tuple[float | None, str]:
     rec = _get(details, "threshold_recommendation")
     if isinstance(rec, dict) and _f(rec.get("threshold")) is not None:
+        if rec.get("found") is False:  # none meets the risk target: the closest, not a pick
+            return _f(rec.get("threshold")), "closest threshold (none meets the risk target)"
         return _f(rec.get("threshold")), "recommended threshold"
     if _f(rec) is not None:
         return _f(rec), "recommended threshold"
