@@ -97,8 +97,10 @@ def test_paired_values_equal_evaluate_and_tests_match_statsmodels(pair) -> None:
     ref = mcnemar([[0, n01], [n10, 0]], exact=True).pvalue
     assert ests["accuracy"].test == "mcnemar-exact"
     assert ests["accuracy"].p_value == pytest.approx(ref, rel=1e-12)
-    for m in ("ece", "latency_ms_p95", "cost_per_query_usd", "aurc", "selective_accuracy"):
+    for m in ("ece", "latency_ms_p95", "aurc", "selective_accuracy"):
         assert ests[m].test == "bootstrap-paired"
+    for m in ("brier", "latency_ms_mean", "cost_per_query_usd"):  # tests/test_mean_intervals.py
+        assert ests[m].test == "t-paired"
 
 
 def test_latency_mean_interval_close_to_scipy_paired_bootstrap(pair) -> None:  # type: ignore[no-untyped-def]

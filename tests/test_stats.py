@@ -277,7 +277,7 @@ def test_compare_constant_latency_shift_has_positive_p_value() -> None:
     cmp = aipm.compare(base, cand, guardrails={"version": 1, "metrics": {
         "latency_ms_mean": {"max_regression": "10%"}}})
     r = cmp.metrics[0]
-    assert r.test == "bootstrap-paired" and r.p_value is not None
+    assert r.test == "t-paired" and r.p_value is not None
     assert r.p_value > 0 and r.verdict == "regression"
 
 

@@ -221,13 +221,15 @@ def judge(rail: Guardrail, est: DeltaEstimate | None, ctx: _Ctx) -> MetricCompar
     return _row(rail, est, ci, p, verdict, reason, threshold, (fb, fc) if subset else None)
 
 
-_PAIRED_TESTS = ("mcnemar-exact", "bootstrap-paired")
+_PAIRED_TESTS = ("mcnemar-exact", "bootstrap-paired", "t-paired")
 
 
 def _test_name(test: str) -> str:
     return {"mcnemar-exact": "the exact McNemar test",
             "bootstrap-paired": "the paired bootstrap test",
             "bootstrap-unpaired": "the bootstrap test",
+            "t-paired": "the paired t-test",
+            "welch-unpaired": "Welch's t-test",
             "wilson-unpaired": "the two-proportion z-test"}.get(test, "the test")
 
 

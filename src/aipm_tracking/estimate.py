@@ -20,14 +20,17 @@ How each metric is estimated (``candidate - baseline``, in the metric's own unit
   ``mcnemar-exact``). If ``overridden`` is null on different rows in the two runs, override
   rate is a ratio of per-run subsets and is bootstrapped instead. ``selective_accuracy``
   (accuracy over each run's own answered rows, fallback == False): paired bootstrap of the
-  ratio over the 9 joint (fallback, correct) cells, exact. ``ece``, ``mce``, ``brier``,
-  ``latency_ms_p50/p95/p99``, ``latency_ms_mean``, ``cost_per_query_usd``, ``aurc``: paired
-  bootstrap (``bootstrap-paired``) through :mod:`aipm_tracking.resample`; p-value
+  ratio over the 9 joint (fallback, correct) cells, exact. The means ``brier``,
+  ``latency_ms_mean``, ``cost_per_query_usd``: a t-test on the per-example differences
+  (``t-paired``; the interval widened on the side the data are skewed toward, see
+  :func:`~aipm_tracking.stats.mean_test`). ``ece``, ``mce``, ``latency_ms_p50/p95/p99``,
+  ``aurc``: paired bootstrap (``bootstrap-paired``) through :mod:`aipm_tracking.resample`; p-value
   :func:`~aipm_tracking.stats.bootstrap_p_value`, interval the percentile interval of the stored
   resample deltas at any level.
 * **Unpaired** (examples without ``example_id`` on a side): rates get Newcombe's interval from
-  the two Wilson intervals and the pooled z-test p-value (``wilson-unpaired``); the rest an
-  independent bootstrap of each run (``bootstrap-unpaired``).
+  the two Wilson intervals and the pooled z-test p-value (``wilson-unpaired``); means Welch's
+  t-test (``welch-unpaired``); the rest an independent bootstrap of each run
+  (``bootstrap-unpaired``).
 * **Slices** ``accuracy[slice=de]`` (any ``column=value``): the same on the rows of that slice
   (the baseline's slice column decides when paired). **Traffic mix** ``accuracy[mix=traffic]``:
   rates, ratios and means are the mix-weighted combination of per-slice values (the definition
@@ -89,7 +92,8 @@ class DeltaEstimate:
     ``ci_at(level)`` returns the two-sided interval of the delta at confidence ``level``
     (e.g. 0.95) or None when only point estimates exist; ``p_value`` is the two-sided test
     against no difference; ``test`` names it (``"mcnemar-exact"``, ``"bootstrap-paired"``,
-    ``"wilson-unpaired"``, ``"bootstrap-unpaired"``, ``"point"``); ``reason`` explains a
+    ``"t-paired"``, ``"wilson-unpaired"``, ``"welch-unpaired"``, ``"bootstrap-unpaired"``,
+    ``"point"``); ``reason`` explains a
     point-only estimate or a paired subset.
     """
 

@@ -4,6 +4,15 @@ One function per metric family (rates, selective accuracy, calibration, means, p
 AURC) plus traffic-mix combinations; the module docstring of :mod:`aipm_tracking.estimate`
 says which test each family gets. Everything here works on aligned numpy columns from
 ``estimate._Sides`` and returns :class:`~aipm_tracking.estimate.DeltaEstimate`.
+
+Means (``brier``, ``latency_ms_mean``, ``cost_per_query_usd``, and their traffic-mix
+combinations) are not bootstrapped: :func:`aipm_tracking.stats.mean_test` gives Student's t
+on the per-row differences (test ``t-paired``) or Welch's t (``welch-unpaired``; under a
+traffic mix, the weighted sum of per-slice means with Welch-Satterthwaite degrees of
+freedom), the interval extended on the skewed side (Hall's transformation). A percentile
+bootstrap of the mean under-covers on small skewed samples (95% intervals covered 86-88% of
+paired lognormal cost deltas at n=50); the t-based interval is analytic (any Holm level, a
+p-value that agrees with it) and costs one pass over the rows.
 """
 
 from __future__ import annotations
@@ -24,11 +33,11 @@ from .resample import (
     _cells,
     _draw,
     kernel_deltas,
-    mean_deltas,
 )
 from .stats import (
     bootstrap_p_value,
     mcnemar_exact,
+    mean_test,
     newcombe_interval,
     percentile_interval,
     tango_interval,
@@ -60,6 +69,23 @@ def _boot(b: Any, c: Any, deltas: np.ndarray, test: str, n: int, reason: str
     d = np.asarray(deltas, dtype=np.float64)
     return DeltaEstimate(bv, cv, cv - bv, bootstrap_p_value(d), test, n, reason,
                          ci_fn=partial(percentile_interval, d))
+
+
+def _mean(b: Any, c: Any, parts: list[tuple[float, np.ndarray]], paired: bool, n: int,
+          reason: str) -> DeltaEstimate:
+    """A mean delta (or a weighted sum of per-slice mean deltas) by :func:`stats.mean_test`:
+    ``parts`` are ``(weight, values)`` of independent samples (paired: the per-row
+    differences; unpaired: the candidate's rows with ``+w``, the baseline's with ``-w``)."""
+    bv, cv = _f(b), _f(c)
+    if bv is None or cv is None:
+        return DeltaEstimate(bv, cv, None, test="point", n=n,
+                             reason=_join(reason, "metric undefined on these rows"))
+    if any(x.size < 2 for _, x in parts):
+        return DeltaEstimate(bv, cv, cv - bv, test="point", n=n,
+                             reason=_join(reason, "fewer than 2 rows: no interval"))
+    mt = mean_test(parts)
+    return DeltaEstimate(bv, cv, cv - bv, mt.p_value, "t-paired" if paired else "welch-unpaired",
+                         n, reason, ci_fn=mt.ci)
 
 
 def _columns(sides: _Sides, family: str, col: str, mask_b: np.ndarray | None,
@@ -194,8 +220,8 @@ def _bootstrapped(sides: _Sides, name: str, family: str, col: str, extra: float,
     if b[0].size == 0 or c[0].size == 0:
         return _unusable(sides, name, _join(reason, "no rows to compare"))
     if family == "mean":
-        deltas = mean_deltas(b[0], c[0], paired=paired, n_boot=n_boot, rng=_rng(seed, name))
-        return _boot(b[0].mean(), c[0].mean(), deltas, test, n, reason)
+        parts = [(1.0, c[0] - b[0])] if paired else [(1.0, c[0]), (-1.0, b[0])]
+        return _mean(b[0].mean(), c[0].mean(), parts, paired, n, reason)
     j = 0
     kernel: Kernel
     if family == "calibration":
@@ -224,6 +250,7 @@ def _mix(sides: _Sides, name: str, family: str, col: str, mix: dict[str, float] 
     rng = _rng(seed, name)
     acc_b: list[Any] = []
     acc_c: list[Any] = []
+    mean_parts: list[tuple[float, np.ndarray]] = []  # (weight, values) per independent sample
     n_rows = 0
     for s, ws in sorted(w.items()):
         mb = sides.slice_mask("b", f"slice={s}")
@@ -239,9 +266,9 @@ def _mix(sides: _Sides, name: str, family: str, col: str, mix: dict[str, float] 
         n_rows += int(b[0].size) if paired else int(b[0].size + c[0].size)
         ws /= total
         if family == "mean":
-            d = mean_deltas(b[0], c[0], paired=paired, n_boot=n_boot, rng=rng)
-            acc_b.append((ws * b[0].mean(), ws, None))
-            acc_c.append((ws * c[0].mean(), ws, ws * d))
+            acc_b.append(ws * b[0].mean())
+            acc_c.append(ws * c[0].mean())
+            mean_parts += [(ws, c[0] - b[0])] if paired else [(ws, c[0]), (-ws, b[0])]
             continue
         if family == "selective":
             ob, ib = b[0], b[1] < 0.5
@@ -255,9 +282,7 @@ def _mix(sides: _Sides, name: str, family: str, col: str, mix: dict[str, float] 
     reason = "stratified by slice, weighted to the traffic mix"
     test = "bootstrap-paired" if paired else "bootstrap-unpaired"
     if family == "mean":
-        bv = sum(x[0] for x in acc_b)
-        cv = sum(x[0] for x in acc_c)
-        return _boot(bv, cv, sum(x[2] for x in acc_c), test, n_rows, reason)
+        return _mean(sum(acc_b), sum(acc_c), mean_parts, paired, n_rows, reason)
     vals = []
     for acc in (acc_b, acc_c):
         num = sum(k * x for k, x, _, _, _ in acc)

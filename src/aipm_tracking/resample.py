@@ -29,12 +29,16 @@ Each statistic, and where it is exact or approximate:
   count as tied (the tie rule of :mod:`aipm_tracking.selective`), ``AURC_BINS`` = 16
   equal-count bins; exact when there are at most that many distinct confidences or at most
   2,000 rows (one bin per distinct value).
-* **means** (:func:`mean_replicates`: Brier, latency mean, cost per query; paired runs use the
-  per-row difference): rows are grouped by value into 64 equal-width groups between the 0.5%
+* **means** (:func:`mean_replicates` / :func:`mean_deltas`; paired runs use the per-row
+  difference): rows are grouped by value into 64 equal-width groups between the 0.5%
   and 99.5% quantiles plus one group per tail; a replicate is
   ``sum_g N_g mean_g + sqrt(N_g) sd_g Z_g`` with ``N`` the resampled group counts and ``Z``
   standard normal: the within-group part has the exact mean and variance of the bootstrap,
   the group counts keep the skew. Tables with ``n * n_boot <= 1e6`` are resampled row by row.
+  The comparator does not use these for its mean metrics (Brier, latency mean, cost per
+  query): their percentile interval under-covers on small skewed samples, so those get the
+  analytic t-based interval of :func:`aipm_tracking.stats.mean_test` (see
+  :mod:`aipm_tracking.estimate_kinds`). They remain a bootstrap of means for library use.
 
 Every replicate is re-centred: ``delta* - delta_cells + delta_exact`` where ``delta_cells`` is
 the cell statistic at the observed counts, so approximations never move the centre of the

@@ -381,7 +381,7 @@ class MetricComparison:
     delta_rel: float | None
     ci: tuple[float, float] | None
     p_value: float | None
-    test: str | None  # "mcnemar-exact", "bootstrap-paired", "point", ...
+    test: str | None  # "mcnemar-exact", "t-paired", "bootstrap-paired", "point", ...
     severity: str  # "block" | "warn"
     verdict: str
     reason: str

@@ -11,6 +11,12 @@ functions, so importing this module stays cheap). Conventions:
   excludes 0 exactly when the uncorrected McNemar chi-square test rejects) for paired rates;
   :func:`newcombe_interval` (Newcombe 1998 method 10, hybrid Wilson score) and
   :func:`two_proportion_pvalue` (pooled score z-test) for independent rates;
+* means (Brier, latency mean, cost per query): :func:`mean_test` -- Student's t on the
+  per-row differences (paired, :func:`paired_mean_test`) or Welch's t (independent samples,
+  :func:`welch_mean_test`; also weighted sums of per-stratum means), the interval extended on
+  the side the data are skewed toward by Hall's (1992) skewness-correcting transformation of
+  the t statistic (:class:`MeanTest`); analytic, so any level and a p-value that agrees with
+  the interval;
 * anything else: bootstrap. :func:`paired_bootstrap` / :func:`unpaired_bootstrap` resample
   rows (exact, for small and medium tables and custom statistics); the fast cell-count
   bootstraps used on large tables live in :mod:`aipm_tracking.resample`. Both return a
@@ -22,6 +28,7 @@ functions, so importing this module stays cheap). Conventions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -205,7 +212,9 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
     extension, so a clear difference is not stuck at ``2 / (R + 1)`` (which Holm across many
     guardrails could never reject). That tail is floored at :data:`P_FLOOR` (about 2.2e-16),
     so the p-value is never 0: it would otherwise underflow to 0 for a large effect, or when
-    the resamples differ only by rounding error (a constant shift). All resamples exactly 0
+    the resamples differ only by rounding error (a constant shift). Resamples that are all
+    the same non-zero value (an exact constant shift: zero spread, so the percentile
+    interval is that value at every level) give :data:`P_FLOOR` too. All resamples exactly 0
     give 1.0; no finite resamples give NaN.
     """
     d = np.asarray(deltas, dtype=float)
@@ -221,6 +230,8 @@ def bootstrap_p_value(deltas: np.ndarray) -> float:
         sd = float(d.std(ddof=1))
         if sd > 0:
             p = min(p, max(P_FLOOR, float(2.0 * norm.sf(abs(float(d.mean())) / sd))))
+        elif d[0] != 0.0:  # zero spread, every resample the same non-zero delta
+            p = P_FLOOR
     return p
 
 
@@ -242,6 +253,135 @@ class BootstrapResult:
     @property
     def se(self) -> float:
         return float(np.std(self.deltas, ddof=1)) if self.deltas.size > 1 else float("nan")
+
+
+# -- means -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MeanTest:
+    """Test and interval for ``estimate = sum_k a_k * mean(x_k)`` over independent samples.
+
+    ``se`` is the usual standard error ``sqrt(sum_k a_k^2 s_k^2 / n_k)`` (``s_k`` the sample
+    sd), ``df`` its Welch-Satterthwaite degrees of freedom (``n - 1`` for one sample), ``skew``
+    the estimated standardised third cumulant of the estimate,
+    ``sum_k a_k^3 m3_k / n_k^2 / se^3`` (``m3_k`` the third central sample moment; for one
+    sample the sample skewness over ``sqrt(n)``).
+
+    ``ci(level)`` is the union of two intervals at ``level``:
+
+    * the Student / Welch t-interval ``estimate +- t_{df, 1-alpha/2} * se`` (exactly
+      ``scipy.stats.ttest_rel`` / ``ttest_ind(equal_var=False)``'s ``confidence_interval``);
+    * the same after Hall's (1992) monotone skewness-correcting transformation of the t
+      statistic, ``g(T) = T + a T^2 + a^2 T^3 / 3 + a / 2`` with ``a = skew / 3``, which
+      removes the first-order skew term of ``T``'s Edgeworth expansion. It reaches further
+      on the side the data are skewed toward (right for costs and latencies).
+
+    So the interval is never narrower than the t-interval, and is extended where one-sided
+    skew makes the t-interval miss. By simulation (95% intervals, lognormal data with sigma
+    0.5-2, n 30-5000, paired and unpaired) it covers like the t-interval where the two
+    runs' skews largely cancel (paired differences of similar costs, both runs skewed
+    alike): 0.91-0.98 at sigma 2, where the percentile bootstrap, bootstrap-t and BCa cover
+    0.69-0.93 up to n=200. Where the skew does not cancel (a candidate that costs 20% more
+    on every example) it covers well above the t-interval and the percentile bootstrap,
+    about as well as bootstrap-t: 0.93-0.96 at sigma 1, 0.83-0.94 at sigma 2 (where no
+    method reaches 0.95 below a few thousand rows). ``tests/test_mean_intervals.py`` checks
+    coverage and the agreement with scipy's t-tests.
+
+    ``p_value`` is the larger of the two tests' p-values (the transformed one counting 0 as
+    excluded only on the side opposite the estimate), so ``ci(1 - p)`` just reaches 0: the
+    interval excludes 0 at ``level`` exactly when ``p_value < 1 - level``. It is floored at
+    :data:`P_FLOOR`. Zero spread (``se == 0``: every paired difference the same, a constant
+    shift) gives the interval ``(estimate, estimate)`` at every level and p-value
+    :data:`P_FLOOR` (1.0 when the estimate is 0).
+    """
+
+    estimate: float
+    se: float
+    df: float
+    skew: float
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        from scipy.stats import t as student
+
+        _z(level)  # validates the level
+        est, se = self.estimate, self.se
+        if not se > 0.0 or not math.isfinite(se):
+            return (est, est) if se == 0.0 else (-math.inf, math.inf)
+        q = float(student.isf((1.0 - level) / 2.0, self.df))
+        t_lo, t_hi = _hall_inverse(-q, self.skew), _hall_inverse(q, self.skew)
+        return (min(est - q * se, est - t_hi * se), max(est + q * se, est - t_lo * se))
+
+    @property
+    def p_value(self) -> float:
+        from scipy.stats import t as student
+
+        est, se = self.estimate, self.se
+        if se == 0.0:
+            return 1.0 if est == 0.0 else P_FLOOR
+        if not math.isfinite(se) or math.isnan(est):
+            return 1.0 if math.isinf(se) and math.isfinite(est) else float("nan")
+        t0 = est / se
+        a = self.skew / 3.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            g0 = t0 + a * t0 * t0 + a * a * t0 ** 3 / 3.0 + a / 2.0
+        # ci(level) excludes 0 when both intervals do, on est's side of 0: |t0| > q and
+        # sign(t0) * g(t0) > q (the transformed interval need not contain est at low levels)
+        stat = min(abs(t0), math.copysign(1.0, t0) * g0) if math.isfinite(g0) else abs(t0)
+        p = float(2.0 * student.sf(stat, self.df))
+        return min(1.0, max(P_FLOOR, p))
+
+
+def _hall_inverse(y: float, skew: float) -> float:
+    """``T`` with ``g(T) = y`` for Hall's transformation (see :class:`MeanTest`):
+    ``g(T) = ((1 + a T)^3 - 1) / (3 a) + a / 2``, ``a = skew / 3``; increasing in ``T``."""
+    a = skew / 3.0
+    u = y - a / 2.0
+    x = 3.0 * a * u
+    if a == 0.0:
+        return u
+    if x > -1.0:  # cbrt(1 + x) - 1 without cancellation when a (so x) is small
+        return math.expm1(math.log1p(x) / 3.0) / a
+    return (float(np.cbrt(1.0 + x)) - 1.0) / a
+
+
+def mean_test(parts: Sequence[tuple[float, ArrayLike]]) -> MeanTest:
+    """:class:`MeanTest` of ``sum_k a_k * mean(x_k)`` for ``parts = [(a_k, x_k), ...]``,
+    independent samples of at least 2 finite values each (one pass of numpy per sample)."""
+    est = var = k3 = 0.0
+    terms = []
+    for a, x in parts:
+        v = np.asarray(x, dtype=np.float64).reshape(-1)
+        n = v.size
+        if n < 2:
+            raise ValueError("mean_test: every sample needs at least 2 values")
+        m = float(v.mean())
+        dev = v - m
+        d2 = dev * dev
+        s2 = float(d2.sum()) / (n - 1)
+        vk = a * a * s2 / n
+        est += a * m
+        var += vk
+        k3 += a ** 3 * float((d2 * dev).sum()) / n / (n * n)
+        terms.append((vk, n - 1))
+    if not var > 0.0:
+        return MeanTest(est, 0.0 if var == 0.0 else math.nan, math.nan, 0.0)
+    df = (float(terms[0][1]) if len(terms) == 1
+          else var * var / sum(vk * vk / dfk for vk, dfk in terms))
+    skew = k3 / var ** 1.5 if math.isfinite(k3) else 0.0
+    return MeanTest(est, math.sqrt(var), df, skew)
+
+
+def paired_mean_test(baseline: ArrayLike, candidate: ArrayLike) -> MeanTest:
+    """Paired: :func:`mean_test` of the per-row differences ``candidate - baseline``."""
+    b, c = np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if b.shape != c.shape:
+        raise ValueError("paired_mean_test: the two arrays must have the same length")
+    return mean_test([(1.0, c - b)])
+
+
+def welch_mean_test(baseline: ArrayLike, candidate: ArrayLike) -> MeanTest:
+    """Independent samples: :func:`mean_test` of ``mean(candidate) - mean(baseline)``."""
+    return mean_test([(1.0, candidate), (-1.0, baseline)])
 
 
 Stat = Callable[..., np.ndarray]
