@@ -26,7 +26,8 @@ How each metric is estimated (``candidate - baseline``, in the metric's own unit
   :func:`~aipm_tracking.stats.mean_test`). ``ece``, ``mce``, ``latency_ms_p50/p95/p99``,
   ``aurc``: paired bootstrap (``bootstrap-paired``) through :mod:`aipm_tracking.resample`; p-value
   :func:`~aipm_tracking.stats.bootstrap_p_value`, interval the percentile interval of the stored
-  resample deltas at any level.
+  resample deltas at any level; for ``ece`` and ``mce`` that interval is widened by each
+  side's plug-in bias bound, and the p-value follows it (:mod:`aipm_tracking.calibration_bias`).
 * **Unpaired** (examples without ``example_id`` on a side): rates get Newcombe's interval from
   the two Wilson intervals and the pooled z-test p-value (``wilson-unpaired``); means Welch's
   t-test (``welch-unpaired``); the rest an independent bootstrap of each run

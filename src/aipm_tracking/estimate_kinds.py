@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration_bias import N_BINS, bias_bounded, plugin_bias_bounds
 from .estimate import DeltaEstimate, _f, _rng, _Sides, point_estimate
 from .resample import (
     AurcKernel,
@@ -225,13 +226,44 @@ def _bootstrapped(sides: _Sides, name: str, family: str, col: str, extra: float,
     j = 0
     kernel: Kernel
     if family == "calibration":
-        kernel, j = CalibrationKernel(), int(extra)
-    elif family == "quantile":  # all percentiles of the column share one resample
+        j = int(extra)
+        rb, rc, deltas = _kernel(sides, name, (family, col, key), CalibrationKernel(), b, c,
+                                 seed, n_boot)
+        widen = sides.cache.get(("calibration-bias", col, key))
+        if widen is None:
+            widen = sides.cache[("calibration-bias", col, key)] = _bias_widening(b, c, paired)
+        below, above = widen[j]
+        bv, cv = _f(rb[j]), _f(rc[j])
+        if bv is None or cv is None:
+            return DeltaEstimate(bv, cv, None, test="point", n=n,
+                                 reason=_join(reason, "metric undefined on these rows"))
+        p, ci = bias_bounded(deltas[:, j], cv - bv, below, above)
+        return DeltaEstimate(bv, cv, cv - bv, p, test, n, reason, ci_fn=ci)
+    if family == "quantile":  # all percentiles of the column share one resample
         kernel, j = QuantileKernel(_PERCENTILES), _PERCENTILES.index(extra)
     else:
         kernel = AurcKernel()
     rb, rc, deltas = _kernel(sides, name, (family, col, key), kernel, b, c, seed, n_boot)
     return _boot(rb[j], rc[j], deltas[:, j], test, n, reason)
+
+
+def _bias_widening(bcols: list[np.ndarray], ccols: list[np.ndarray], paired: bool
+                   ) -> list[tuple[float, float]]:
+    """``[(below, above)]`` for ECE and MCE: how far the delta's interval is widened for the
+    plug-in estimator's bias (:mod:`aipm_tracking.calibration_bias`)."""
+    (yb, pb), (yc, pc) = bcols, ccols
+    state_b = np.minimum((pb * N_BINS).astype(np.int64), N_BINS - 1)
+    if paired:
+        state_c = np.minimum((pc * N_BINS).astype(np.int64), N_BINS - 1)
+        if np.array_equal(state_b, state_c) and np.array_equal(yb > 0.5, yc > 0.5):
+            # the same bin and outcome on every row: the noise is shared, so the two biases
+            # differ only through the bins' mean confidences (E|g + e| - |g| is 2-Lipschitz)
+            shift = np.abs(np.bincount(state_b, weights=pc - pb, minlength=N_BINS))
+            cnt = np.maximum(np.bincount(state_b, minlength=N_BINS), 1)
+            ece, mce = 2.0 * float(shift.sum() / pb.size), 2.0 * float((shift / cnt).max())
+            return [(ece, ece), (mce, mce)]
+    bb, bc = plugin_bias_bounds(yb, pb), plugin_bias_bounds(yc, pc)
+    return [(bc[0], bb[0]), (bc[1], bb[1])]
 
 
 # -- traffic mix -----------------------------------------------------------------------------
