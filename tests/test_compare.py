@@ -904,3 +904,20 @@ def test_traffic_mix_applies_to_stored_runs(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", AipmWarning)
         aipm.compare(refs[0], refs[1], options=opts)  # no mix in effect: no warning
+
+
+def test_holm_levels_near_one_are_not_printed_as_100_percent() -> None:
+    import aipm_tracking as aipm
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    base = pd.DataFrame({"example_id": np.arange(n), "label": 1,
+                         "prediction": (rng.random(n) < 0.8).astype(int),
+                         "confidence": rng.random(n), "latency_ms": rng.lognormal(5, 1, n),
+                         "slice": [f"s{i % 30:02d}" for i in range(n)]})
+    cand = base.assign(prediction=(rng.random(n) < 0.78).astype(int))
+    cmp = aipm.compare(base, cand, n_boot=200)
+    texts = [r.reason for r in cmp.metrics if " CI [" in r.reason]
+    assert len(cmp.metrics) > 200 and texts  # Holm over hundreds of rows: levels > 99.9%
+    assert not any("100.0% CI" in t for t in texts)
+    assert any("99.99" in t for t in texts)

@@ -336,6 +336,39 @@ def test_cell_bootstrap_spread_matches_row_bootstrap(poisson: bool,
         assert np.mean(deltas) == pytest.approx(ref.point, abs=0.2 * ref.se)
 
 
+@pytest.mark.parametrize("n", [800, 1500])
+def test_cell_bootstrap_spread_on_slice_sized_tables(n: int) -> None:
+    """Slice-sized tables take the binned AURC path (64 bins from 301 to 2,000 rows) and
+    the row-draw path of ``_draw`` (cells of a few rows): still the row bootstrap's spread."""
+    d = _paired_data(n, 12)
+    rng = np.random.default_rng(3)
+    checks = [
+        (QuantileKernel((0.5, 0.95, 0.99)), (d["lat_b"],), (d["lat_c"],),
+         lambda x: np.quantile(x, [0.5, 0.95, 0.99], axis=1).T),
+        (CalibrationKernel(), (d["cor_b"], d["conf_b"]), (d["cor_c"], d["conf_c"]),
+         _loop(lambda a, b: ece_mce(a, b)[:1])),
+        (AurcKernel(), (d["cor_b"], d["conf_b"]), (d["cor_c"], d["conf_c"]),
+         _loop(lambda a, b: [aurc(a, b)])),
+    ]
+    for kernel, bcols, ccols, naive in checks:
+        eb, ec, deltas = kernel_deltas(kernel, bcols, ccols, paired=True, n_boot=3000, rng=rng)
+        ref = paired_bootstrap(naive, bcols, ccols, n_boot=1500, seed=4)
+        sd_ref = np.std(ref.deltas.reshape(1500, -1), axis=0, ddof=1)
+        sd = np.std(deltas, axis=0, ddof=1)
+        for j in range(sd_ref.size):
+            assert 0.9 < sd[j] / sd_ref[j] < 1.1, (kernel.names[j], sd[j], sd_ref[j])
+
+
+def test_row_draw_is_the_multinomial() -> None:
+    counts = np.array([1, 2, 1, 1, 3, 1, 2, 1])  # cells of a few rows: the row-draw path
+    n, k = int(counts.sum()), counts.size
+    m = resample._draw(np.random.default_rng(0), counts, 40_000)
+    assert m.shape == (40_000, k) and (m.sum(axis=1) == n).all()
+    p = counts / n
+    np.testing.assert_allclose(m.mean(axis=0), n * p, rtol=0.03)
+    np.testing.assert_allclose(np.cov(m.T), n * (np.diag(p) - np.outer(p, p)), atol=0.03)
+
+
 def test_cell_bootstrap_exact_values_and_small_tables() -> None:
     d = _paired_data(300, 11)
     rng = np.random.default_rng(0)

@@ -78,8 +78,19 @@ def _g(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4g}"
 
 
+def _level_text(level: float) -> str:
+    """``98.3%``; Holm levels close to 1 get the digits that keep them below 100%
+    (``99.992%``, not ``100.0%``)."""
+    pct = 100.0 * level
+    for digits in range(1, 9):
+        text = f"{pct:.{digits}f}"
+        if float(text) < 100.0 or pct >= 100.0:
+            return f"{text}%"
+    return f"{math.floor(pct * 1e8) / 1e8:.8f}%"
+
+
 def _ci_text(ci: tuple[float, float], level: float) -> str:
-    return f"{level:.1%} CI [{_g(ci[0])}, {_g(ci[1])}]"
+    return f"{_level_text(level)} CI [{_g(ci[0])}, {_g(ci[1])}]"
 
 
 # -- Holm ------------------------------------------------------------------------------------

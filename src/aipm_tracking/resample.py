@@ -27,8 +27,11 @@ Each statistic, and where it is exact or approximate:
   <= 1/2700), under 1% of the variance of the correct counts at any accuracy in [5%, 95%].
 * **AURC** (:class:`AurcKernel`): states (confidence bin, error); confidences in one bin
   count as tied (the tie rule of :mod:`aipm_tracking.selective`), ``AURC_BINS`` = 16
-  equal-count bins; exact when there are at most that many distinct confidences or at most
-  2,000 rows (one bin per distinct value).
+  equal-count bins above 2,000 rows, ``AURC_SMALL_BINS`` = 64 from 301 to 2,000 rows; exact
+  when there are at most that many distinct confidences or at most 300 rows (one bin per
+  distinct value). Measured against the exact resample (4,000 replicates, paired, 300-2,000
+  rows): the bootstrap SD of the delta within 4.3% with 64 bins (16 bins: up to 6.5% off at
+  300 rows), at a quarter of the exact resample's time (0.09 s against 0.35 s at 1,250 rows).
 * **means** (:func:`mean_replicates` / :func:`mean_deltas`; paired runs use the per-row
   difference): rows are grouped by value into 64 equal-width groups between the 0.5%
   and 99.5% quantiles plus one group per tail; a replicate is
@@ -60,10 +63,13 @@ import numpy as np
 
 QUANTILE_MAX_BINS = 256
 AURC_BINS = 16
-AURC_EXACT_ROWS = 2_000
+AURC_SMALL_BINS = 64
+AURC_SMALL_ROWS = 2_000
+AURC_EXACT_ROWS = 300
 MEAN_GROUPS = 64
 MEAN_EXACT_CELLS = 1_000_000
 POISSON_MIN_ROWS = 100_000
+ROW_DRAW_MAX = 8_000_000
 N_CAL_BINS = 15
 _SUBSAMPLE = 20_000
 
@@ -299,11 +305,12 @@ class AurcKernel:
         sizes = np.diff(np.append(starts, n))
         errs = np.add.reduceat(key & 1, starts) if n else np.zeros(0, np.int64)
         exact = aurc_from_groups(Groups(distinct[::-1], sizes[::-1], errs[::-1]))
-        if n <= AURC_EXACT_ROWS or distinct.size <= AURC_BINS:  # one bin per value: exact
+        bins = AURC_BINS if n > AURC_SMALL_ROWS else AURC_SMALL_BINS
+        if n <= AURC_EXACT_ROWS or distinct.size <= bins:  # one bin per value: exact
             b = np.searchsorted(distinct, conf)
             n_bins = distinct.size
         else:  # equal-count bins; values in one bin count as tied
-            edges = np.unique(srt[(np.arange(1, AURC_BINS) * n) // AURC_BINS])
+            edges = np.unique(srt[(np.arange(1, bins) * n) // bins])
             b = np.searchsorted(edges, conf, side="right")
             n_bins = edges.size + 1
         desc = (n_bins - 1) - b  # bin 0 = highest confidences
@@ -311,8 +318,6 @@ class AurcKernel:
 
     def stat(self, m: np.ndarray, cell_state: np.ndarray, cell_feature: np.ndarray | None,
              prep: Prepared) -> np.ndarray:
-        from scipy.special import digamma
-
         c = _by_state(m, cell_state, prep.n_states)
         cnt = c[:, 0::2] + c[:, 1::2]
         e = c[:, 1::2]
@@ -320,11 +325,25 @@ class AurcKernel:
         e_before = np.cumsum(e, axis=1) - e
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where(cnt > 0, e / np.maximum(cnt, 1.0), 0.0)
-        hdiff = digamma(before + cnt + 1.0) - digamma(before + 1.0)
+        hdiff = _harmonic_diff(before, before + cnt)
         total = ((e_before - before * r) * hdiff + r * cnt).sum(axis=1)
         n = cnt.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (total / n)[:, None]
+
+
+def _harmonic_diff(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``H(hi) - H(lo)`` for harmonic numbers ``H(k) = 1 + 1/2 + ... + 1/k``, i.e.
+    ``digamma(hi + 1) - digamma(lo + 1)``: by table lookup when the counts are whole numbers
+    (resampled counts always are; 5-10x faster than ``digamma``), else by ``digamma``."""
+    top = float(hi.max()) if hi.size else 0.0
+    if hi.size and float(lo.min()) >= 0.0 and top <= 1e8 and np.array_equal(hi, np.round(hi)) \
+            and np.array_equal(lo, np.round(lo)):
+        table = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1.0, top + 1.0))))
+        return np.asarray(table[hi.astype(np.int64)] - table[lo.astype(np.int64)])
+    from scipy.special import digamma
+
+    return np.asarray(digamma(hi + 1.0) - digamma(lo + 1.0))
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -346,6 +365,15 @@ def _draw(rng: np.random.Generator, counts: np.ndarray, n_boot: int) -> np.ndarr
     n = int(counts.sum())
     if n > POISSON_MIN_ROWS:
         return rng.poisson(counts.astype(np.float64), size=(n_boot, counts.size))
+    k = counts.size
+    if n <= 3 * k and n * n_boot <= ROW_DRAW_MAX:
+        # cells of a few rows each (small tables, per-slice rows): drawing the rows
+        # and counting them per cell is the same multinomial, 2-3x faster than numpy's
+        # multinomial, which costs one binomial per cell and replicate
+        cell_of_row = np.repeat(np.arange(k), counts)
+        rows = cell_of_row[rng.integers(0, n, size=(n_boot, n))]
+        rows += (np.arange(n_boot) * k)[:, None]
+        return np.bincount(rows.ravel(), minlength=n_boot * k).reshape(n_boot, k)
     return rng.multinomial(n, counts / n, size=n_boot)
 
 

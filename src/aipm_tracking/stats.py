@@ -28,6 +28,7 @@ functions, so importing this module stays cheap). Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ import numpy as np
 ArrayLike = Any  # numpy array-likes (kept loose for mypy without numpy stubs gymnastics)
 
 
+@functools.lru_cache(maxsize=4096)
 def _z(level: float) -> float:
+    """The two-sided normal quantile of ``level`` (cached: ``norm.ppf`` costs about a
+    millisecond a call, and a comparison with many slices asks for the same few levels)."""
     from scipy.stats import norm
 
     if not 0.0 < level < 1.0:
