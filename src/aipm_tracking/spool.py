@@ -7,15 +7,24 @@ dropped on reading. Records::
 
     {"t": "header", "v": 1, "spool_id", "backend": {"scheme", "target", "store",
      "mlflow_uri"}, "record": RunRecord.to_dict(), "created": epoch}
-    {"t": "points", "p": [[key, value, step, timestamp], ...]}        # one per flush
+    {"t": "points", "p": [[key, value, step, timestamp], ...]}   # <= RECORD_MAX_POINTS
     {"t": "finish", "status": "finished", "record": RunRecord.to_dict()}
+
+A flush writes one ``points`` record or, for a larger backlog, several of at most
+``RECORD_MAX_POINTS`` points each, written one after the other: the spool grows steadily
+while a backlog is spooled, and a kill loses at most the record being built and what was
+not yet drained (spools written before the cap may hold much larger records: they are read
+the same way).
 
 Beside it, ``<spool_id>.state`` (JSON, replaced atomically) says how far the backend has
 acknowledged: ``{"ref", "acked", "inflight", "durable", "finished"}``. ``acked`` is the
 byte offset up to which every record is delivered; ``[acked, inflight)`` is a batch that was
-being sent when the writer died and may or may not have arrived: replay checks those points
-against the backend's ``read_history`` (where it has one) and sends only the missing ones, so
-a replay never duplicates a point on such a backend (at-least-once for the rest).
+being sent when the writer died and may or may not have arrived (or a record larger than one
+``log_points`` call, part of which was sent): replay checks those points against the
+backend's ``read_history`` (where it has one) and sends only the missing ones, so a replay
+never duplicates a point on such a backend (at-least-once for the rest). A replay reads the
+spool once, record by record, and sends at most ``REPLAY_CHUNK`` points per ``log_points``
+call, so its memory does not grow with the spool's size (only with its largest record).
 ``durable`` is the offset up to which the backend keeps the points even if the process is
 killed: ``acked`` itself, except for a backend whose ``acks_are_durable`` is False (W&B,
 whose core writes its log in blocks): there it stays behind until the run is finished, the
@@ -53,8 +62,10 @@ except ImportError:  # pragma: no cover
 SPOOL_VERSION = 1
 SPOOL_SUFFIX = ".spool"
 STATE_SUFFIX = ".state"
-#: Points per ``log_points`` call when replaying a backlog.
+#: Points per ``log_points`` call when replaying a backlog (at most).
 REPLAY_CHUNK = 5000
+#: Points per ``points`` record (at most): a backlog is spooled as several records.
+RECORD_MAX_POINTS = 5000
 
 
 def default_spool_dir(store: str | os.PathLike[str] | None = None) -> Path:
@@ -205,10 +216,17 @@ class SpoolWriter:
         return start, self.offset
 
     def append_points(self, points: Sequence[Sequence[Any]]) -> tuple[int, int]:
-        """One ``points`` record for a flush: ``[(key, value, step, timestamp), ...]``."""
+        """``points`` records for a flush: ``[(key, value, step, timestamp), ...]``, at most
+        ``RECORD_MAX_POINTS`` per record; returns the (start, end) offsets of them all."""
         # json writes tuples (MetricPoint is a NamedTuple) as arrays: no per-point copy
-        return self.append({"t": "points", "p": points if isinstance(points, list)
-                            else list(points)})
+        pts = points if isinstance(points, list) else list(points)
+        start = end = self.offset
+        for i in range(0, len(pts), RECORD_MAX_POINTS):
+            part = pts if len(pts) <= RECORD_MAX_POINTS else pts[i:i + RECORD_MAX_POINTS]
+            end = self.append({"t": "points", "p": part})[1]
+        if not pts:
+            start, end = self.append({"t": "points", "p": pts})
+        return start, end
 
     def sync(self, force: bool = False) -> None:
         """fsync when ``fsync_every_s`` has passed since the last one (or ``force``)."""
@@ -330,18 +348,162 @@ def _is_there(seen: set[tuple[str, int, int]], key: Any, step: Any, ts: Any) -> 
     return any((k, s, ms + d) in seen for d in (0, -1, 1))
 
 
-def _already_there(backend: Backend, ref: str) -> set[tuple[str, int, int]] | None:
-    """(key, step, ms) of points the backend holds (None when it cannot say)."""
+def _history_chunks(backend: Backend, ref: str) -> Iterator[Sequence[Sequence[Any]]]:
+    """The run's points as ``(key, value, step, timestamp)`` sequences, in lists: streamed
+    where the backend can (``iter_history``), else its ``read_history`` list."""
+    stream = getattr(backend, "iter_history", None)
+    if callable(stream):
+        yield from stream(_locator(ref), None)
+    else:
+        yield backend.read_history(_locator(ref), None)
+
+
+def _already_there(backend: Backend, ref: str, wanted: set[tuple[str, int]] | None = None
+                   ) -> set[tuple[str, int, int]] | None:
+    """(key, step, ms) of points the backend holds (None when it cannot say); only those
+    whose (key, step) is in ``wanted`` when given (memory: the points in doubt, not the
+    whole run)."""
+    out: set[tuple[str, int, int]] = set()
     try:
-        hist = backend.read_history(_locator(ref), None)
+        for chunk in _history_chunks(backend, ref):
+            for p in chunk:
+                k, s = str(p[0]), int(p[2])
+                if wanted is None or (k, s) in wanted:
+                    out.add((k, s, int(round(float(p[3]) * 1000))))
     except Exception:  # noqa: BLE001 - no history: fall back to at-least-once
         return None
-    return {_point_key(p.key, p.step, p.timestamp) for p in hist}
+    return out
+
+
+_PLAIN_POINT = (str, float, int, float)
+
+
+def _metric_points(pts: Sequence[Any]) -> list[Any]:
+    """Spooled ``[key, value, step, timestamp]`` lists -> MetricPoints (one C-speed pass
+    when every point has the types the Tracker writes, else converted point by point)."""
+    from .schema import MetricPoint
+
+    try:
+        plain = {(type(k), type(v), type(st), type(ts)) for k, v, st, ts in pts} <= {
+            _PLAIN_POINT}
+    except (TypeError, ValueError):
+        plain = False
+    if plain:
+        return list(map(MetricPoint._make, pts))
+    return [MetricPoint(str(k), float(v), int(st), float(ts)) for k, v, st, ts in pts]
+
+
+def _note_last(last: dict[str, float], pts: Sequence[Any]) -> None:
+    """Each key's last value among ``pts`` (spooled points) into ``last``."""
+    try:
+        tail = {pt[0]: pt[1] for pt in pts}
+    except (TypeError, IndexError, KeyError):
+        tail = None
+    if tail is not None and all(type(k) is str for k in tail) and all(
+            type(v) is float for v in tail.values()):
+        last.update(tail)  # (the common case: what the Tracker writes)
+        return
+    for pt in pts:
+        if isinstance(pt, list) and len(pt) >= 2 and isinstance(pt[1], float | int):
+            last[str(pt[0])] = float(pt[1])
 
 
 def acks_are_durable(backend: Any) -> bool:
     """Whether ``log_points`` returning means the points survive a kill (module docstring)."""
     return bool(getattr(backend, "acks_are_durable", True))
+
+
+class _Delivery:
+    """The state machine of :func:`deliver_backlog`, fed one ``points`` record at a time
+    (so :func:`replay_spool` reads the spool once). Sends at most ``chunk`` points per
+    ``log_points`` call: whole records when they fit, else a record in several calls, with
+    ``inflight`` covering it until its last point is acknowledged (a kill in between leaves
+    it in doubt: the next replay checks it against the backend's history)."""
+
+    def __init__(self, path: Path, state: SpoolState, backend: Backend, *, save: Any,
+                 chunk: int, recheck_unsaved: bool) -> None:
+        assert state.ref is not None
+        self.path, self.state, self.backend, self.save = path, state, backend, save
+        self.chunk = max(1, int(chunk))
+        self.durable = acks_are_durable(backend)
+        self.gap_end = state.acked if recheck_unsaved and state.durable < state.acked else -1
+        self.start = state.durable if self.gap_end >= 0 else state.acked
+        self.doubtful_end = max(state.inflight, state.acked)
+        self.batch: list[Any] = []
+        self.closed_end = self.start  # end of the last record wholly in batch (or sent)
+        self.sent = 0
+        self.seen: set[tuple[str, int, int]] | None = None
+        self.seen_steps: set[tuple[str, int]] = set()
+
+    def _load_seen(self) -> None:
+        """What the backend holds of the points in doubt (read once, when first needed)."""
+        wanted: set[tuple[str, int]] = set()
+        for s, _e, pts in iter_points(SpoolReader(self.path).records(self.start)):
+            if s >= self.doubtful_end:
+                break
+            for p in pts:
+                try:
+                    wanted.add((str(p[0]), int(p[2])))
+                except (TypeError, ValueError, IndexError):
+                    continue
+        self.seen = _already_there(self.backend, self.state.ref or "", wanted) or set()
+        self.seen_steps = {(k, st) for k, st, _ms in self.seen}
+
+    def _send(self, open_end: int | None = None, last: bool = False) -> None:
+        """Send the batch; ``open_end``: the end of a record only part of which is in it.
+        The state is saved before each call (the acknowledgement of the previous call goes
+        with it: a kill in between only makes that call's points checked again) and, when
+        ``last``, after the final one."""
+        state, save = self.state, self.save
+        doubt = max(open_end if open_end is not None else self.closed_end, state.acked)
+        if self.batch:
+            state.inflight = doubt
+            if save:
+                save(state)
+            self.backend.log_points(state.ref or "", self.batch)
+            self.sent += len(self.batch)
+        state.acked = max(self.closed_end, state.acked)
+        state.inflight = doubt if open_end is not None else state.acked
+        if self.durable:
+            state.durable = state.acked
+        if save and (last or not self.batch):
+            save(state)
+        self.batch = []
+
+    def feed(self, s: int, e: int, pts: list[Any]) -> None:
+        """One ``points`` record, ``[s, e)`` in the spool (records come in file order)."""
+        if s < self.doubtful_end:
+            if self.seen is None:
+                self._load_seen()
+            if s < self.gap_end:  # the backend's timestamps need not be ours: key and step
+                steps = self.seen_steps
+                pts = [p for p in pts if (str(p[0]), int(p[2])) not in steps]
+            else:  # (a key and step it does not hold at all: no timestamp to compare)
+                seen, steps = self.seen or set(), self.seen_steps
+                pts = [p for p in pts if (str(p[0]), int(p[2])) not in steps
+                       or not _is_there(seen, p[0], p[2], p[3])]
+        room = self.chunk - len(self.batch)
+        if self.batch and len(pts) > room:
+            self._send()  # whole records per call where they fit
+            room = self.chunk
+        n = len(pts)
+        i = 0
+        while n - i > room:  # a record larger than a call: in parts, held in doubt
+            self.batch.extend(_metric_points(pts[i:i + room]))
+            i += room
+            self._send(open_end=e)
+            room = self.chunk
+        self.batch.extend(_metric_points(pts[i:] if i else pts))
+        self.closed_end = e
+        if len(self.batch) >= self.chunk:
+            self._send()
+
+    def close(self, end: int | None = None) -> int:
+        """Send the rest (``end``: acknowledge up to there, past dropped records)."""
+        if end is not None:
+            self.closed_end = max(self.closed_end, end)
+        self._send(last=True)
+        return self.sent
 
 
 def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
@@ -351,58 +513,19 @@ def deliver_backlog(path: Path, state: SpoolState, backend: Backend, *,
 
     Points in ``[acked, inflight)`` are checked against the backend's history first. With
     ``recheck_unsaved`` (a replay after the writer died), so are those in
-    ``[durable, acked)``, by key and step: sent, but maybe never kept by the backend. The
-    state advances (and ``save(state)`` runs) after each acknowledged chunk. Returns the
-    number of points sent. Exceptions from the backend propagate (the caller retries).
+    ``[durable, acked)``, by key and step: sent, but maybe never kept by the backend. At
+    most ``chunk`` points go in one ``log_points`` call. The state advances (and
+    ``save(state)`` runs) after each acknowledged chunk. Returns the number of points sent.
+    Exceptions from the backend propagate (the caller retries).
     """
-    from .schema import MetricPoint
-
-    assert state.ref is not None
+    d = _Delivery(path, state, backend, save=save, chunk=chunk,
+                  recheck_unsaved=recheck_unsaved)
     reader = SpoolReader(path)
-    durable = acks_are_durable(backend)
-    gap_end = state.acked if recheck_unsaved and state.durable < state.acked else -1
-    start = state.durable if gap_end >= 0 else state.acked
-    doubtful_end = max(state.inflight, state.acked)
-    batch: list[MetricPoint] = []
-    batch_end = start
-    sent = 0
-    seen: set[tuple[str, int, int]] | None = None
-    seen_steps: set[tuple[str, int]] = set()
-
-    def send() -> None:
-        nonlocal batch, sent
-        if batch:
-            state.inflight = max(batch_end, state.acked)
-            if save:
-                save(state)
-            backend.log_points(state.ref or "", batch)
-            sent += len(batch)
-        state.acked = state.inflight = max(batch_end, state.acked)
-        if durable:
-            state.durable = state.acked
-        if save:
-            save(state)
-        batch = []
-
-    for s, e, pts in iter_points(reader.records(start)):
+    for s, e, pts in iter_points(reader.records(d.start)):
         if upto is not None and s >= upto:
             break
-        if s < doubtful_end:
-            if seen is None:
-                seen = _already_there(backend, state.ref) or set()
-                seen_steps = {(k, st) for k, st, _ms in seen}
-            if s < gap_end:  # the backend's timestamps need not be ours: key and step
-                pts = [p for p in pts if (str(p[0]), int(p[2])) not in seen_steps]
-            else:
-                pts = [p for p in pts if not _is_there(seen, p[0], p[2], p[3])]
-        batch.extend(MetricPoint(str(k), float(v), int(st), float(ts)) for k, v, st, ts in pts)
-        batch_end = e
-        if len(batch) >= chunk:
-            send()
-    if upto is None:
-        batch_end = max(batch_end, reader.end)
-    send()
-    return sent
+        d.feed(s, e, pts)
+    return d.close(reader.end if upto is None else None)
 
 
 @dataclass
@@ -509,25 +632,31 @@ def replay_spool(path: str | os.PathLike[str], *, options: BackendOptions | None
         if state.finished:
             res.status, res.reason = "synced", "already delivered"
         else:
-            finish: dict[str, Any] | None = None
-            last: dict[str, float] = {}  # each key's last logged value: a killed run's summary
-            for _s, _e, rec in reader.records(0):
-                if rec.get("t") == "finish":
-                    finish = rec
-                elif rec.get("t") == "points":
-                    for pt in rec.get("p") or []:
-                        if isinstance(pt, list) and len(pt) >= 2 and isinstance(pt[1], float
-                                                                                 | int):
-                            last[str(pt[0])] = float(pt[1])
-            res.torn, res.corrupt = reader.torn, reader.corrupt
             be = backend or backend_for(header, options, mlflow_uri=mlflow_uri)
             if state.ref is None:
                 start_rec = RunRecord.from_dict(header["record"])
                 state.ref = be.start_run(start_rec, (header.get("backend") or {}).get("target"))
                 state.save(state_path)
                 res.ref = state.ref
-            res.points = deliver_backlog(p, state, be, save=lambda s: s.save(state_path),
-                                         recheck_unsaved=True)
+            # one pass: each record is decoded once, its points delivered (from the first
+            # one not yet acknowledged) and the last value of each key noted on the way
+            delivery = _Delivery(p, state, be, save=lambda s: s.save(state_path),
+                                 chunk=REPLAY_CHUNK, recheck_unsaved=True)
+            finish: dict[str, Any] | None = None
+            last: dict[str, float] = {}  # each key's last logged value: a killed run's summary
+            try:
+                for r_start, r_end, rec in reader.records(0):
+                    kind = rec.get("t")
+                    if kind == "finish":
+                        finish = rec
+                    elif kind == "points":
+                        pts = rec.get("p") or []
+                        _note_last(last, pts)
+                        if r_start >= delivery.start:
+                            delivery.feed(r_start, r_end, pts)
+            finally:
+                res.torn, res.corrupt = reader.torn, reader.corrupt
+            res.points = delivery.close(reader.end)
             if finish is not None:
                 status = str(finish.get("status") or "finished")
                 final = RunRecord.from_dict(finish["record"]) if finish.get("record") else None

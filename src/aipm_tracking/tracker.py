@@ -10,7 +10,10 @@ interval), whatever the backend is doing; the sender delivers each spooled batch
 does not answer) delays delivery but not spooling: a SIGKILL still loses at most one flush
 interval, as long as the spooler keeps up with the loop: on the 2-core development box it
 kept the bound at 170k points/s (0.14 s lost with a 0.5 s interval); a bare loop of ``log``
-calls at 490k points/s outruns it.
+calls at 490k points/s outruns it. A backlog is spooled as records of at most 5,000 points
+(``spool.RECORD_MAX_POINTS``), one after the other, so the spool keeps growing while it is
+drained: a kill loses what was not drained yet plus at most the record being written (a
+loop that logged 3M points at once, killed once its spool stopped growing, lost none).
 
 Steps are integers in the 64-bit range and keys 1 to 250 characters (MLflow's limit):
 anything else is refused by ``log``/``log_dict`` (a key passed through ``**`` that is empty
@@ -77,6 +80,9 @@ _MAX_BACKOFF_S = 60.0
 #: Points the outbox keeps in memory for the sender; past it, batches are read back from
 #: the spool (a backend that hangs or is down must not grow memory without bound).
 _OUTBOX_MAX_POINTS = 500_000
+#: Points per ``log_points`` call when the sender delivers what the outbox holds (whole
+#: spool records; a kill then leaves at most this much in doubt for the replay to check).
+_SEND_MAX_POINTS = 50_000
 
 
 _I64 = 1 << 63
@@ -203,6 +209,7 @@ class Tracker:
         # which would be a GC-tracked object: with a large buffer the collector's passes
         # over them doubled the cost of ``log``.
         self._rows: list[Any] = []
+        self._head = 0  # _rows items before it are spooled, not yet deleted (_spool_lock)
         self._dev: list[tuple[Any, int, list[Any]]] = []  # (tensor, device index, slot)
         self._dev_t0 = 0.0
         self._readbacks: deque[tuple[Any, Any, list[list[Any]]]] = deque()
@@ -532,23 +539,30 @@ class Tracker:
 
     def _spool_once(self, wait: bool) -> None:
         """Drain the buffer, append it to the spool (fsync on the time bound, or now when
-        ``wait``), hand the batch to the sender. While the sender is far behind (a backend
-        that hangs or is down), batches go to the outbox without their points: the sender
-        then reads them back from the spool."""
-        with self._spool_lock:
-            pts = self._drain(wait)
-            if self._guarded and pts:
-                self._check_points(pts)
-            spool = self._spool
-            if pts:
-                start, end = spool.append_points(pts)
-                keep = self._outbox_pts < _OUTBOX_MAX_POINTS
-                self._outbox.append((pts if keep else None, start, end, self._gen))
-                if keep:
-                    self._outbox_pts += len(pts)
-            spool.sync(force=wait)
-        if pts or self._actions:
-            self._send_wake.set()
+        ``wait``), hand the batch to the sender. A backlog (a loop that logged faster than
+        this thread drains) is spooled as records of at most ``RECORD_MAX_POINTS`` points,
+        one after the other, each handed to the sender as it is written: the spool grows
+        steadily and a kill loses at most the record being built (plus what was not drained
+        yet). While the sender is far behind (a backend that hangs or is down), batches go
+        to the outbox without their points: the sender then reads them back from the spool."""
+        from .spool import RECORD_MAX_POINTS
+
+        more = True
+        while more:
+            with self._spool_lock:  # per record: the sender may take the outbox meanwhile
+                pts, more = self._drain(wait, RECORD_MAX_POINTS)
+                if self._guarded and pts:
+                    self._check_points(pts)
+                spool = self._spool
+                if pts:
+                    start, end = spool.append_points(pts)
+                    keep = self._outbox_pts < _OUTBOX_MAX_POINTS
+                    self._outbox.append((pts if keep else None, start, end, self._gen))
+                    if keep:
+                        self._outbox_pts += len(pts)
+                spool.sync(force=wait and not more)
+            if pts or self._actions:
+                self._send_wake.set()
 
     def _send_loop(self) -> None:
         """The sender: replay old spools once, then deliver the outbox (and alerts) as it
@@ -591,8 +605,10 @@ class Tracker:
                     batches.append((b_pts, b_start, b_end))
         self._deliver(batches, force=force)
 
-    def _drain(self, wait: bool) -> list[MetricPoint]:
-        """Buffered rows (and completed device reads) -> points, in logging order."""
+    def _drain(self, wait: bool, limit: int) -> tuple[list[MetricPoint], bool]:
+        """Buffered rows (and completed device reads) -> points, in logging order: at most
+        ``limit`` of them (whole rows; a row with more keys alone). Returns the points and
+        whether it stopped at the limit (more rows are waiting). Holds ``_spool_lock``."""
         from .schema import MetricPoint
 
         if self._readbacks:
@@ -602,9 +618,13 @@ class Tracker:
         rows = self._rows
         last = self._last
         n = len(rows)  # whole rows only: each was added by one extend
-        i = 0
+        i = self._head
+        full = False
         while i < n:
             step, ts, d = rows[i], rows[i + 1], rows[i + 2]
+            if out and len(out) + len(d) > limit:
+                full = True
+                break
             pts = []
             for k, v in d.items():
                 if not k or len(k) > MAX_KEY_LEN:  # log(**{"": x}) passes no check
@@ -634,11 +654,18 @@ class Tracker:
                 out.extend(pts)
                 for p in pts:
                     last[p.key] = p.value
+                if len(out) >= limit:
+                    full = i < n
+                    break
                 continue
             break  # a device value of this row is not read yet: keep order
-        if i:
-            del rows[:i]  # atomic; rows logged meanwhile stay behind it
-        return out
+        # rows logged meanwhile stay behind what is deleted (``del`` is atomic); a backlog
+        # is deleted once half of it is spooled, not per record (each ``del`` moves the rest)
+        if i and (not full or 2 * i >= n):
+            del rows[:i]
+            i = 0
+        self._head = i
+        return out, full
 
     def _deliver(self, batches: list[tuple[list[MetricPoint] | None, int, int]],
                  force: bool = False) -> None:
@@ -653,19 +680,20 @@ class Tracker:
             assert self.ref is not None
             end = batches[-1][2] if batches else state.acked
             chain = state.acked
-            pts: list[MetricPoint] = []
             for b_pts, b_start, b_end in batches:
                 if b_pts is None or b_start != chain:
                     break
-                pts.extend(b_pts)
                 chain = b_end
             if batches and chain == end and state.acked < end:
-                state.inflight = end
-                spool.save_state()
-                self.backend.log_points(self.ref, pts)
-                state.acked = state.inflight = end
-                if self._durable_acks:
-                    state.durable = end
+                pts: list[MetricPoint] = []
+                chain = state.acked
+                for b_pts, _b_start, b_end in batches:  # whole records, a few per call
+                    if pts and len(pts) + len(b_pts or ()) > _SEND_MAX_POINTS:
+                        self._send_points(pts, chain)
+                        pts = []
+                    pts.extend(b_pts or ())
+                    chain = b_end
+                self._send_points(pts, end)
                 self._compact_or_save()
             elif state.acked < end or (not batches and state.acked < spool.offset):
                 from .spool import deliver_backlog
@@ -682,6 +710,20 @@ class Tracker:
         self._failures = 0
         self._outage_warned = False
         self._retry_at = 0.0
+
+    def _send_points(self, pts: list[MetricPoint], end: int) -> None:
+        """One ``log_points`` call for the spool's points up to ``end`` (in doubt until it
+        returns: a replay after a kill checks them against the backend's history)."""
+        state = self._spool.state
+        if state.acked >= end:
+            return
+        assert self.ref is not None
+        state.inflight = end
+        self._spool.save_state()
+        self.backend.log_points(self.ref, pts)
+        state.acked = state.inflight = end
+        if self._durable_acks:
+            state.durable = end
 
     def _compact_or_save(self) -> None:
         with self._spool_lock:  # no append may land between the check and the swap
