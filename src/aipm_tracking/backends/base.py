@@ -96,6 +96,10 @@ class Backend(Protocol):
     # are kept even if this process is killed next. False (W&B: its core writes the run log
     # in 32 KiB blocks) makes the spool keep them until ``finish_run``; a replay then checks
     # them against ``read_history`` by key and step and sends only the missing ones.
+    # ``iter_history(locator, keys=None) -> Iterator[list[(key, value, step, timestamp)]]``:
+    # ``read_history``'s points in the same order, in chunks, checking the run when called;
+    # ``aipm runs history`` and ``aipm sync`` stream through it in constant memory where a
+    # backend has it (the embedded store does), else they read ``read_history`` whole.
 
 
 class BaseBackend:

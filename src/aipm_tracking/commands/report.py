@@ -49,7 +49,9 @@ def report_cmd(ctx: click.Context, ref: str | None, model: str | None,
         from ..api import load_run
 
         check_eval_sources(ref)
-        rec = load_run(ref, options=st.backend_options())
+        # the run report shows metrics and details, never the per-example table: reading
+        # it (millions of rows) would only cost memory
+        rec = load_run(ref, options=st.backend_options(), with_examples=False)
         if fmt == "html":
             from ..report.html import render_run_html
 

@@ -7,9 +7,18 @@ say the same thing; one number formatter so they all show the same digits.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
+from ..metrics import split_slice
 from ..schema import Comparison, MetricComparison, RunSummary
+
+T = TypeVar("T")
+
+#: Slices a run's views (``runs show``, the run report) list before "… N more slices".
+MAX_SLICES = 50
 
 #: Verdicts shown first (worst first), then the rest in guardrail order.
 VERDICT_ORDER = ("breach", "regression", "inconclusive", "warn", "improved", "pass")
@@ -215,3 +224,57 @@ def context_line(cmp: Comparison) -> str:
         else:
             bits.append("unpaired")
     return " · ".join(bits)
+
+
+def natural_key(text: str) -> tuple[tuple[int, str], ...]:
+    """Sort key that orders the numbers inside text as numbers (``seg2`` before ``seg10``)."""
+    return tuple((0, f"{int(p):020d}") if p.isdigit() else (1, p)
+                 for p in re.split(r"(\d+)", text) if p)
+
+
+@dataclass
+class SlicedMetrics(Generic[T]):
+    """A run's metrics split for display: whole-set metrics first, then per-slice metrics
+    grouped by slice (``slice=de``), slices in natural order of their name.
+
+    ``slices`` holds at most ``limit`` slices (the first by name); ``hidden`` says how many
+    more the run has. ``columns`` are the per-slice metrics' base names (``accuracy``), in
+    the order they first appear, so a view can pivot slice × metric.
+    """
+
+    top: dict[str, T]
+    slices: dict[str, dict[str, T]]
+    columns: list[str]
+    total_slices: int
+
+    @property
+    def hidden(self) -> int:
+        return self.total_slices - len(self.slices)
+
+    @property
+    def n_slice_metrics(self) -> int:
+        """Per-slice metrics among the slices kept."""
+        return sum(len(m) for m in self.slices.values())
+
+    @classmethod
+    def of(cls, metrics: Mapping[str, T], limit: int | None = MAX_SLICES) -> SlicedMetrics[T]:
+        top: dict[str, T] = {}
+        by_slice: dict[str, dict[str, T]] = {}
+        for name, value in metrics.items():
+            base, key = split_slice(name)
+            if key is None or key.startswith("mix="):  # [mix=traffic]: the whole set again
+                top[name] = value
+            else:
+                by_slice.setdefault(key, {})[base] = value
+        names = sorted(by_slice, key=natural_key)
+        kept = {k: by_slice[k] for k in (names if limit is None else names[:max(0, limit)])}
+        columns = list(dict.fromkeys(base for m in kept.values() for base in m))
+        return cls(top, kept, columns, len(names))
+
+
+def more_slices_note(hidden: int, shown: int, ref: str | None = None) -> str:
+    """``… 950 more slices not shown (the first 50 by name are); 'aipm runs show REF
+    --format json' lists every metric`` (plain text)."""
+    return (f"… {hidden:,} more slice{'s' if hidden != 1 else ''} not shown (the first "
+            f"{shown:,} by name are); 'aipm runs show {ref or 'REF'} --format json' lists "
+            f"every metric")

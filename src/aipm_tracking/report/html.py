@@ -27,14 +27,17 @@ from .blocks import (
     risk_coverage_plot,
 )
 from .common import (
+    SlicedMetrics,
     context_line,
     fmt_ci,
     fmt_count,
+    fmt_metric,
     fmt_num,
     fmt_p,
     fmt_rel,
     headline,
     is_warning,
+    more_slices_note,
     run_label,
     sorted_rows,
 )
@@ -259,7 +262,7 @@ def render_run_html(rec: RunRecord) -> str:
     d = rec.details or {}
     label = run_label(_summary(rec))
     side = Side(rec.name, d, PALETTE[1])
-    metrics = {k: mv.value for k, mv in rec.metrics.items()}
+    sm = SlicedMetrics.of({k: mv.value for k, mv in rec.metrics.items()})
     cost = [(rec.name, rec.metric("cost_per_query_usd"))]
     ds = rec.dataset
     dataset = "@".join(x for x in (ds.name, ds.version) if x) or "—"
@@ -268,7 +271,9 @@ def render_run_html(rec: RunRecord) -> str:
         f'<div class="banner info" id="verdict"><h1>{esc(label)}</h1><div class="sub">'
         f'{esc(" · ".join(b for b in (rec.ref or "", "dataset " + dataset, rec.created_at) if b))}'
         "</div></div>",
-        "<h2>Metrics</h2>", metrics_table(metrics),
+        "<h2>Metrics</h2>",
+        metrics_table(sm.top) if sm.top or not sm.total_slices
+        else '<p class="muted">No whole-set metrics; the per-slice ones are below.</p>',
     ]
     if issues:
         parts.append("<h2>Data issues</h2><ul class=\"warnings\">" + "".join(
@@ -278,7 +283,25 @@ def render_run_html(rec: RunRecord) -> str:
     parts += ["<h2>Confusion matrix</h2>",
               confusion_table(None, d) if "confusion" in d else na("Confusion matrix",
                                                                    SUMMARY_ONLY)]
+    if sm.total_slices:
+        parts += ["<h2>Per-slice metrics</h2>", slice_pivot_table(sm, rec.ref or rec.run_id)]
     return page(f"aipm run: {label}", "\n".join(parts))
+
+
+def slice_pivot_table(sm: SlicedMetrics[float], ref: str | None = None) -> str:
+    """Per-slice metrics as a slice × metric table (the first slices by name), with a line
+    saying how many slices it leaves out."""
+    head = "<th>slice</th>" + "".join(f"<th>{esc(c)}</th>" for c in sm.columns)
+    rows = "".join(
+        f'<tr><td class="metric">{esc(key)}</td>'
+        + "".join(f'<td class="num">{esc(fmt_metric(c, ms.get(c)))}</td>' for c in sm.columns)
+        + "</tr>" for key, ms in sm.slices.items())
+    note = (f'<p class="note">{esc(more_slices_note(sm.hidden, len(sm.slices), ref))}</p>'
+            if sm.hidden else "")
+    return (f'<p class="muted">{sm.total_slices:,} slice{"s" if sm.total_slices != 1 else ""}'
+            f"</p>"
+            f'<div class="scroll"><table class="grid" id="slice-metrics"><thead><tr>{head}'
+            f"</tr></thead><tbody>{rows}</tbody></table></div>{note}")
 
 
 def _summary(rec: RunRecord) -> Any:

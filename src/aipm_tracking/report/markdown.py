@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..schema import Comparison, MetricComparison, RunRecord
 from .base import ReportOptions
 from .common import (
+    SlicedMetrics,
     Tally,
     context_line,
     fmt_ci,
@@ -18,6 +19,7 @@ from .common import (
     fmt_p,
     headline,
     is_warning,
+    more_slices_note,
     run_label,
     version_label,
 )
@@ -142,7 +144,21 @@ def render_run_markdown(rec: RunRecord) -> str:
     lines = [f"### aipm run: {md_escape(rec.name)} ({md_escape(model)})", ""]
     if rec.ref:
         lines += [f"ref {md_escape(rec.ref)}", ""]
-    lines += ["| metric | value |", "|---|---:|"]
-    lines += [f"| {md_escape(k)} | {fmt_metric(k, mv.value)} |" for k, mv in rec.metrics.items()]
-    lines.append("")
+    sm = SlicedMetrics.of({k: mv.value for k, mv in rec.metrics.items()})
+    if sm.top or not sm.total_slices:
+        lines += ["| metric | value |", "|---|---:|"]
+        lines += [f"| {md_escape(k)} | {fmt_metric(k, v)} |" for k, v in sm.top.items()]
+        lines.append("")
+    if sm.total_slices:  # a slice × metric table, the first slices by name
+        n = sm.total_slices
+        lines += [f"**Per-slice metrics** ({n:,} slice{'s' if n != 1 else ''})", "",
+                  "| slice | " + " | ".join(md_escape(c) for c in sm.columns) + " |",
+                  "|---|" + "---:|" * len(sm.columns)]
+        lines += ["| " + md_escape(key) + " | "
+                  + " | ".join(fmt_metric(c, ms.get(c)) for c in sm.columns) + " |"
+                  for key, ms in sm.slices.items()]
+        lines.append("")
+        if sm.hidden:
+            lines += [md_escape(more_slices_note(sm.hidden, len(sm.slices),
+                                                 rec.ref or rec.run_id)), ""]
     return "\n".join(lines)

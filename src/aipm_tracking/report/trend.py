@@ -20,6 +20,9 @@ from .common import abbreviate, fmt_metric, fmt_num, version_label
 from .markdown import md_escape
 from .svg import esc
 
+#: Version columns of the markdown trend table (the newest ones).
+MD_VERSIONS = 10
+
 
 @dataclass
 class TrendMetric:
@@ -183,12 +186,19 @@ def render_trend_markdown(t: Trend) -> str:
     lines = [f"### aipm trend: {md_escape(t.model)} ({n} version{'s' if n != 1 else ''})", ""]
     if not t.versions:
         return "\n".join(lines + ["_No runs of this model in the store._", ""])
-    head = " | ".join(md_escape(v) for v in t.versions)
+    # one column per version: the newest MD_VERSIONS only, so a model with hundreds of
+    # versions still gives a readable table (the trend reading uses every version)
+    first = max(0, n - MD_VERSIONS)
+    head = " | ".join(md_escape(v) for v in t.versions[first:])
     lines.append(f"| metric | guardrail | {head} | trend |")
-    lines.append("|---|---|" + "---:|" * len(t.versions) + "---|")
+    lines.append("|---|---|" + "---:|" * (n - first) + "---|")
     for m in t.metrics:
-        vals = " | ".join(fmt_metric(m.metric, v) for v in m.values)
+        vals = " | ".join(fmt_metric(m.metric, v) for v in m.values[first:])
         lines.append(f"| {md_escape(m.metric)} | {md_escape(m.guardrail)} | {vals} "
                      f"| {md_escape(m.note())} |")
     lines.append("")
+    if first:
+        lines += [f"_The newest {n - first} of {n} versions are shown (from "
+                  f"{md_escape(t.versions[first])}); the HTML report (`aipm report "
+                  f"--model`) has every version._", ""]
     return "\n".join(lines)
