@@ -2,9 +2,13 @@
 
 An :class:`EvalAccumulator` takes clean per-example arrays chunk by chunk (``update``), merges
 with another (``merge``), ships as a dict of numpy arrays (``to_state`` / ``from_state``) and
-produces an :class:`~aipm_tracking.schema.EvalResult` (``result``). Its state is a few fixed
-size histograms and sums, so memory does not grow with the rows, except for the *exact* arrays
-it keeps while they are small:
+produces an :class:`~aipm_tracking.schema.EvalResult` (``result``). Its state is histograms
+and sums whose size is bounded whatever the number of rows, except for the *exact* arrays it
+keeps while they are small. The fine confidence histogram below is sparse (the occupied bins
+only, 48 bytes each; :mod:`aipm_tracking.fine_hist`) up to ``SPARSE_BINS`` = 30,720 bins and dense (2.5 MB) beyond, and the
+latency sketch (39 KB) exists only once latencies are sketched, so a small accumulator (each
+per-slice one is an accumulator of its own) holds memory in proportion to its rows; both forms
+of the histogram hold the same values and give the same results, bit for bit:
 
 * **Latency percentiles** are exact (numpy's linear method, computed in O(n) by
   :func:`exact_quantiles`) while the accumulator holds at most ``exact_rows`` latencies (no
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .fine_hist import FINE_BINS, N_BINS, SPARSE_BINS, FineHist  # noqa: F401 (re-exported)
 from .quantiles import (  # noqa: F401  (re-exported)
     SKETCH_ALPHA,
     SKETCH_BUCKETS,
@@ -37,9 +42,6 @@ from .quantiles import (  # noqa: F401  (re-exported)
 from .schema import EvalResult, MetricValue
 from .selective import Groups, aurc_from_groups, curve_from_groups, groups_from_arrays
 
-N_BINS = 15
-_SUB = 4096                      # fine bins per reliability bin (a power of two)
-FINE_BINS = N_BINS * _SUB        # 61,440: conf*15*4096 is exact, so fine >> 12 == ECE bin
 AURC_EXACT_ROWS = 2_000_000
 LATENCY_Q = np.arange(101) / 100.0
 PCTS = (("latency_ms_p50", 0.5), ("latency_ms_p95", 0.95), ("latency_ms_p99", 0.99))
@@ -113,11 +115,8 @@ class EvalAccumulator:
         self.labels: list[str] = []
         self._label_idx: dict[str, int] = {}
         self.confusion = np.zeros((0, 0), dtype=np.int64)
-        self.fine = np.zeros((FINE_BINS, 2), dtype=np.int64)  # [bin, correct]
-        self.fine_cost = np.zeros(FINE_BINS)
-        self.fine_conf = np.zeros((FINE_BINS, 2))  # confidence sums per [bin, correct]
-        self.sketch = np.zeros(SKETCH_BUCKETS, dtype=np.int64)
-        self._sketched = False                       # sketch holds every latency
+        self.hist = FineHist()
+        self.sketch: np.ndarray | None = None       # made when latencies are first sketched
         self.lat_exact: list[np.ndarray] | None = []
         self.sel_exact: list[tuple[np.ndarray, ...]] | None = []   # (correct, conf, cost)
         self.slices: dict[str, EvalAccumulator] = {}
@@ -236,13 +235,7 @@ class EvalAccumulator:
         idx = self._scratch[: conf.size]
         np.copyto(idx, conf * float(FINE_BINS), casting="unsafe")  # floor: conf >= 0
         np.minimum(idx, FINE_BINS - 1, out=idx)
-        if cost is not None and self._cost_hist:
-            self.fine_cost += np.bincount(idx, weights=cost, minlength=FINE_BINS)
-        idx <<= 1
-        idx |= ci  # (fine bin, correct) in one index: one count pass, one weighted pass
-        self.fine += np.bincount(idx, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
-        cs = np.bincount(idx, weights=conf, minlength=2 * FINE_BINS).reshape(FINE_BINS, 2)
-        self.fine_conf += cs
+        self.hist.add_rows(idx, ci, conf, cost if self._cost_hist else None)
         d = conf - ci  # sum (c - y)^2 directly: expanding it loses precision near 0
         self.s["brier_sum"] += float(np.dot(d, d))
         self.s["n_label"] += conf.size
@@ -259,14 +252,16 @@ class EvalAccumulator:
                                            or self.s["n_lat"] <= self.exact_rows):
             self.lat_exact.append(lat)
             return
-        self._to_sketch()
-        sketch_update(self.sketch, lat)
+        sketch_update(self._to_sketch(), lat)
 
-    def _to_sketch(self) -> None:
+    def _to_sketch(self) -> np.ndarray:
+        if self.sketch is None:
+            self.sketch = np.zeros(SKETCH_BUCKETS, dtype=np.int64)
         if self.lat_exact is not None:
             for a in self.lat_exact:
                 sketch_update(self.sketch, a)
             self.lat_exact = None
+        return self.sketch
 
     def _slice_acc(self, key: str) -> EvalAccumulator:
         acc = self.slices.get(key)
@@ -307,18 +302,17 @@ class EvalAccumulator:
         if other.labels:
             nl = len(other.labels)
             self._add_matrix(other.labels, other.confusion[:nl, :nl])
-        self.fine += other.fine
-        self.fine_cost += other.fine_cost
+        self.hist.merge(other.hist)
         self._cost_hist = self._cost_hist and other._cost_hist
-        self.fine_conf += other.fine_conf
         if (self.lat_exact is not None and other.lat_exact is not None
                 and (self.exact_rows is None or self.s["n_lat"] <= self.exact_rows)):
             self.lat_exact.extend(other.lat_exact)
         else:
-            self._to_sketch()
-            self.sketch += other.sketch
+            sketch = self._to_sketch()
+            if other.sketch is not None:
+                sketch += other.sketch
             for a in other.lat_exact or []:
-                sketch_update(self.sketch, a)
+                sketch_update(sketch, a)
         if (self.sel_exact is not None and other.sel_exact is not None
                 and self.s["n_label"] <= self.aurc_exact_rows):
             self.sel_exact.extend(other.sel_exact)
@@ -342,9 +336,10 @@ class EvalAccumulator:
             "cost_hist": np.array([self._cost_hist]),
             "aurc_exact_rows": np.array([self.aurc_exact_rows]),
             "labels": np.array(self.labels, dtype=str),
-            "confusion": self.confusion, "fine": self.fine, "fine_cost": self.fine_cost,
-            "fine_conf": self.fine_conf, "sketch": self.sketch,
+            "confusion": self.confusion, **self.hist.state(),
         }
+        if self.sketch is not None:
+            st["sketch"] = self.sketch
         if self.lat_exact is not None:
             st["lat_exact"] = np.concatenate(self.lat_exact) if self.lat_exact else np.zeros(0)
         if self.sel_exact is not None:
@@ -375,10 +370,8 @@ class EvalAccumulator:
         acc.labels = [str(x) for x in st["labels"]]
         acc._label_idx = {k: i for i, k in enumerate(acc.labels)}
         acc.confusion = np.array(st["confusion"], dtype=np.int64)
-        acc.fine = np.array(st["fine"], dtype=np.int64)
-        acc.fine_cost = np.array(st["fine_cost"], dtype=np.float64)
-        acc.fine_conf = np.array(st["fine_conf"], dtype=np.float64)
-        acc.sketch = np.array(st["sketch"], dtype=np.int64)
+        acc.hist = FineHist.from_state(st)
+        acc.sketch = np.array(st["sketch"], dtype=np.int64) if "sketch" in st else None
         acc.lat_exact = [np.array(st["lat_exact"])] if "lat_exact" in st else None
         if "sel_conf" in st:
             t = (np.array(st["sel_correct"], bool), np.array(st["sel_conf"], np.float64))
@@ -400,15 +393,13 @@ class EvalAccumulator:
                 cost = np.concatenate(parts[2]) if len(parts) > 2 else None
                 return groups_from_arrays(np.concatenate(parts[0]), np.concatenate(parts[1]),
                                           cost), True
-        nz = np.flatnonzero(self.fine.sum(axis=1))[::-1]
-        cost = self.fine_cost[nz] if ("cost_usd" in self.has and self._cost_hist) else None
-        return Groups(nz / FINE_BINS, self.fine[nz].sum(axis=1), self.fine[nz, 0], cost), False
+        return self.hist.groups("cost_usd" in self.has and self._cost_hist), False
 
     def latency_quantiles(self, q: np.ndarray) -> tuple[np.ndarray, bool]:
         if self.lat_exact is not None:
             x = self.lat_exact[0] if len(self.lat_exact) == 1 else np.concatenate(self.lat_exact)
             return exact_quantiles(x, q), True
-        return sketch_quantiles(self.sketch, q), False
+        return sketch_quantiles(self._to_sketch(), q), False
 
     def ratio_parts(self) -> dict[str, tuple[float, float]]:
         """``{metric: (numerator, denominator)}`` of the rate and mean metrics (for mixes)."""
@@ -439,9 +430,7 @@ class EvalAccumulator:
         if "cost_usd" in has:
             m["cost_total_usd"] = MetricValue(s["cost_sum"], n=int(s["n_cost"]))
         if "correct" in has and "confidence" in has and s["n_label"] > 0:
-            cnt = self.fine.sum(axis=1).reshape(N_BINS, _SUB).sum(axis=1)
-            acc = self.fine[:, 1].reshape(N_BINS, _SUB).sum(axis=1)
-            csum = self.fine_conf.sum(axis=1).reshape(N_BINS, _SUB).sum(axis=1)
+            cnt, acc, csum = self.hist.reliability()
             nz = cnt > 0
             gap = np.abs(acc[nz] - csum[nz]) / cnt[nz]
             n_lab = int(s["n_label"])
