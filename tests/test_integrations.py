@@ -412,9 +412,8 @@ def _pl_trainer(pl, cb, tmp_path: Path):  # noqa: ANN001, ANN202
 
 @pytest.mark.slow
 def test_lightning_validate_after_fit_same_run(store: Path, tmp_path: Path) -> None:
-    from aipm_tracking.integrations import AipmLightningCallback
-
     pl, Tiny, dl = _pl_module()
+    from aipm_tracking.integrations import AipmLightningCallback
     cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
     trainer = _pl_trainer(pl, cb, tmp_path)
     module = Tiny()
@@ -437,9 +436,8 @@ def test_lightning_without_loggers_checkpoints_where_lightning_puts_them(
         store: Path, tmp_path: Path) -> None:
     """With ``logger=False`` the callback is the trainer's only logger while fit runs: the
     checkpoint directory must still be Lightning's own choice (default_root_dir/checkpoints)."""
-    from aipm_tracking.integrations import AipmLightningCallback
-
     pl, Tiny, dl = _pl_module()
+    from aipm_tracking.integrations import AipmLightningCallback
     cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[cb],
@@ -458,9 +456,8 @@ def test_lightning_without_loggers_checkpoints_where_lightning_puts_them(
 def test_lightning_validate_after_finish_goes_to_a_new_run(store: Path, tmp_path: Path) -> None:
     """After ``finish()``, what the callback logs used to go nowhere (a finished Tracker
     ignores ``log``)."""
-    from aipm_tracking.integrations import AipmLightningCallback
-
     pl, Tiny, dl = _pl_module()
+    from aipm_tracking.integrations import AipmLightningCallback
     cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"))
     trainer = _pl_trainer(pl, cb, tmp_path)
     module = Tiny()
@@ -478,9 +475,8 @@ def test_lightning_validate_after_finish_goes_to_a_new_run(store: Path, tmp_path
 
 @pytest.mark.slow
 def test_lightning_stand_alone_validate_creates_a_run(store: Path, tmp_path: Path) -> None:
-    from aipm_tracking.integrations import AipmLightningCallback
-
     pl, Tiny, dl = _pl_module()
+    from aipm_tracking.integrations import AipmLightningCallback
     cb = AipmLightningCallback(spool_dir=str(tmp_path / "sp"), run_name="val-only")
     res = _pl_trainer(pl, cb, tmp_path).validate(Tiny(), dl)
     assert cb.tracker is not None and cb.tracker.ref

@@ -277,7 +277,8 @@ class EvalAccumulator:
         boolean-mask compress per slice value, measured)."""
         import pandas as pd
 
-        codes, uniq = pd.factorize(cols["slice"])
+        # a Series (no copy): pandas 2.2-2.3 warn on factorize of a NumpyExtensionArray
+        codes, uniq = pd.factorize(pd.Series(cols["slice"], copy=False))
         self.s["slice_missing"] += int(np.count_nonzero(codes < 0))
         # per-slice confusion matrices are not reported: leave label/prediction out
         rest = {k: v for k, v in cols.items() if k not in ("slice", "label", "prediction")}

@@ -244,6 +244,10 @@ def backend_schemes() -> list[str]:
     return sorted(host().backends)
 
 
+#: Backend schemes of this project's own plugins, and the distribution that provides each.
+_KNOWN_PLUGINS = {"mlflow": "aipm-mlflow", "wandb": "aipm-wandb"}
+
+
 def get_backend(scheme: str, options: BackendOptions | None = None) -> Backend:
     """Instantiate the backend registered for ``scheme``."""
     from .backends.base import BackendOptions
@@ -256,8 +260,10 @@ def get_backend(scheme: str, options: BackendOptions | None = None) -> Backend:
                           f"'{both[1]}': uninstall one, or block one with AIPM_DISABLE_PLUGINS")
     if factory is None:
         known = ", ".join(sorted(factories)) or "none"
-        raise UsageError(f"no backend for scheme '{scheme}:' (installed: {known}); "
-                         f"is the plugin installed? see 'aipm plugins'")
+        dist = _KNOWN_PLUGINS.get(scheme)
+        hint = (f"install its plugin: pip install {dist}" if dist
+                else "is the plugin installed? see 'aipm plugins'")
+        raise UsageError(f"no backend for scheme '{scheme}:' (installed: {known}); {hint}")
     return factory(options or BackendOptions())
 
 

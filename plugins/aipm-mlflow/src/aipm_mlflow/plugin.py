@@ -15,8 +15,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from aipm_tracking.backends.base import Backend, BackendFactory, BackendOptions
 
 
+def _require_sdk() -> None:
+    """A plugin installed without its SDK (``pip install --no-deps``): one clear line."""
+    from importlib.util import find_spec
+
+    from aipm_tracking.errors import UsageError
+
+    if find_spec("mlflow") is None:
+        raise UsageError("the mlflow: backend needs the mlflow package: "
+                         "pip install 'mlflow>=3.17,<4'")
+
+
 def make_backend(options: BackendOptions) -> Backend:
     """Factory for the ``mlflow`` scheme (imports mlflow on first use)."""
+    _require_sdk()
     from .backend import MlflowBackend
 
     return MlflowBackend(options)

@@ -14,7 +14,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from aipm_tracking.backends.base import BackendOptions
 
 
+def _require_sdk() -> None:
+    """A plugin installed without its SDK (``pip install --no-deps``): one clear line."""
+    from importlib.util import find_spec
+
+    from aipm_tracking.errors import UsageError
+
+    if find_spec("wandb") is None:
+        raise UsageError("the wandb: backend needs the wandb package: "
+                         "pip install 'wandb>=0.31,<0.32'")
+
+
 def _factory(options: BackendOptions) -> Any:
+    _require_sdk()
     from .backend import WandbBackend
 
     return WandbBackend(options)
