@@ -278,3 +278,39 @@ def more_slices_note(hidden: int, shown: int, ref: str | None = None) -> str:
     return (f"… {hidden:,} more slice{'s' if hidden != 1 else ''} not shown (the first "
             f"{shown:,} by name are); 'aipm runs show {ref or 'REF'} --format json' lists "
             f"every metric")
+
+
+#: Per-slice rows of an informative comparison (no guardrails file) shown row by row; more
+#: than this: the ``MAX_SLICES`` most notable, and a line saying how many were left out.
+SHOW_SLICE_ROWS = 60
+
+
+def displayed_rows(cmp: Comparison) -> tuple[list[MetricComparison], int]:
+    """The comparison rows a terminal or markdown view lists, and how many it leaves out.
+
+    Every row of a guardrails file is listed (someone wrote each one). Without a file every
+    shared metric is an informative row, per slice too, so a table with 200 slices ran to
+    2,600 rows: whole-set rows are all listed, and beyond ``SHOW_SLICE_ROWS`` per-slice rows
+    the ``MAX_SLICES`` most notable (worst verdict first, then the smallest p-value), in
+    their original order. ``--format json`` keeps every row."""
+    rows = list(cmp.metrics)
+    sliced = [i for i, r in enumerate(rows) if r.slice is not None]
+    if cmp.guardrails_hash is not None or len(sliced) <= SHOW_SLICE_ROWS:
+        return rows, 0
+    rank = {v: k for k, v in enumerate(VERDICT_ORDER)}
+
+    def notable(i: int) -> tuple[int, float]:
+        r = rows[i]
+        p = r.p_value if r.p_value is not None and math.isfinite(r.p_value) else 2.0
+        return (rank.get(r.verdict, len(rank)), p)
+
+    keep = set(sorted(sliced, key=notable)[:MAX_SLICES])
+    shown = [r for i, r in enumerate(rows) if r.slice is None or i in keep]
+    return shown, len(rows) - len(shown)
+
+
+def hidden_rows_note(hidden: int) -> str:
+    """``… 2,550 more per-slice rows not shown (...); --format json lists every row``."""
+    return (f"… {hidden:,} more per-slice row{'s' if hidden != 1 else ''} not shown (no "
+            f"guardrails file: the {MAX_SLICES} most notable slice rows are); --format json "
+            f"lists every row")

@@ -13,11 +13,13 @@ from .common import (
     SlicedMetrics,
     Tally,
     context_line,
+    displayed_rows,
     fmt_ci,
     fmt_metric,
     fmt_num,
     fmt_p,
     headline,
+    hidden_rows_note,
     is_warning,
     more_slices_note,
     run_label,
@@ -51,6 +53,9 @@ _MD_ESCAPES = {
     "\n": " ",
 }
 
+
+#: Bullets the markdown lists under the headline (regressions, breaches, warnings ...).
+MAX_BULLETS = 25
 
 def md_escape(text: object) -> str:
     """Escape text from data for a markdown table cell or inline text (GitHub flavour)."""
@@ -105,9 +110,13 @@ def render_markdown(cmp: Comparison, opts: ReportOptions) -> str:
                  f"**baseline** {md_escape(run_label(cmp.baseline))}  ")
     lines.append(md_escape(context_line(cmp)))
     lines.append("")
+    rows, hidden = displayed_rows(cmp)
     attention = t.regressions + t.breaches + t.inconclusive + t.warnings
     if attention:
-        lines.extend(_bullet(r) for r in attention)
+        lines.extend(_bullet(r) for r in attention[:MAX_BULLETS])
+        if len(attention) > MAX_BULLETS:
+            where = "--format json lists every row" if hidden else "see the table"
+            lines.append(f"- … and {len(attention) - MAX_BULLETS:,} more ({where})")
         lines.append("")
     if cmp.warnings:
         lines.append("**Warnings**")
@@ -120,11 +129,14 @@ def render_markdown(cmp: Comparison, opts: ReportOptions) -> str:
     if cmp.metrics:
         lines.append("| metric | baseline | candidate | Δ [CI] | p | test | verdict | reason |")
         lines.append("|---|---:|---:|---:|---:|---|---|---|")
-        for r in cmp.metrics:
+        for r in rows:
             lines.append(
                 f"| {md_escape(r.metric)} | {fmt_num(r.baseline)} | {fmt_num(r.candidate)} "
                 f"| {_delta(r)} | {fmt_p(r.p_value)} | {md_escape(r.test or '')} "
                 f"| {_icon(r)} {md_escape(r.verdict)} | {md_escape(r.reason or '')} |")
+        if hidden:
+            lines.append("")
+            lines.append(md_escape(hidden_rows_note(hidden)))
     else:
         lines.append("_no guardrails were checked_")
     lines.append("")

@@ -17,7 +17,16 @@ from rich.text import Text
 
 from ..schema import Comparison, MetricComparison
 from .base import ReportOptions
-from .common import context_line, fmt_ci, fmt_num, fmt_p, headline, run_label
+from .common import (
+    context_line,
+    displayed_rows,
+    fmt_ci,
+    fmt_num,
+    fmt_p,
+    headline,
+    hidden_rows_note,
+    run_label,
+)
 
 #: rich style per verdict (only used when colour is on).
 VERDICT_STYLE = {
@@ -54,9 +63,9 @@ def _natural_width(table: Table) -> int:
     return max((len(line.rstrip()) for line in buf.getvalue().splitlines()), default=0)
 
 
-def _print_stacked(console: Console, cmp: Comparison) -> None:
+def _print_stacked(console: Console, rows: list[MetricComparison]) -> None:
     """Metric name on its own line, numbers and reason indented below."""
-    for r in cmp.metrics:
+    for r in rows:
         console.print(Text(r.metric, style="bold"), overflow="fold")
         nums = Text(f"base {fmt_num(r.baseline)} · cand {fmt_num(r.candidate)} · "
                     f"Δ {fmt_num(r.delta, signed=True)} {fmt_ci(r.ci)} · p {fmt_p(r.p_value)} · ")
@@ -90,7 +99,8 @@ def render_table(cmp: Comparison, opts: ReportOptions) -> str:
     table.add_column("verdict", no_wrap=True)
     if wide:
         table.add_column("reason", overflow="fold", ratio=1)
-    for r in cmp.metrics:
+    rows, hidden = displayed_rows(cmp)
+    for r in rows:
         cells: list[Text | str] = [Text(r.metric), fmt_num(r.baseline), fmt_num(r.candidate),
                                    _delta_cell(r, stacked=not wide), fmt_p(r.p_value),
                                    _verdict_text(r)]
@@ -101,16 +111,18 @@ def render_table(cmp: Comparison, opts: ReportOptions) -> str:
     if not cmp.metrics:
         console.print(Text("no guardrails were checked", style="dim"))
     elif not fits:  # very long metric names: one block per metric instead of a table
-        _print_stacked(console, cmp)
+        _print_stacked(console, rows)
         wide = True  # reasons already printed
     else:
         console.print(table)
+    if hidden:
+        console.print(Text(hidden_rows_note(hidden), style="dim"), overflow="fold")
 
-    if not wide and any(r.reason for r in cmp.metrics):
+    if not wide and any(r.reason for r in rows):
         why = Table.grid(padding=(0, 2))
         why.add_column(no_wrap=True, overflow="ignore")
         why.add_column(overflow="fold")
-        for r in cmp.metrics:
+        for r in rows:
             if r.reason:
                 why.add_row(Text(r.metric), Text(r.reason))
         console.print(Text("why", style="bold"))
