@@ -72,3 +72,13 @@ def test_every_row_of_a_guardrails_file_is_listed() -> None:
     text = render_table(cmp, ReportOptions(width=200))
     assert "not shown" not in text
     assert {r.metric for r in cmp.metrics} <= _listed(text) and len(cmp.metrics) == 71
+
+
+def test_traffic_mix_rows_count_as_whole_set_rows() -> None:
+    b, c = _tables(80)
+    mix = {f"s{i:03d}": 1.0 / 80 for i in range(80)}
+    cmp = aipm.compare(b, c, traffic_mix=mix, n_boot=200)
+    mixed = [r.metric for r in cmp.metrics if r.metric.endswith("[mix=traffic]")]
+    assert mixed
+    listed = _listed(render_table(cmp, ReportOptions(width=200)))
+    assert set(mixed) <= listed

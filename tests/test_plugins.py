@@ -169,12 +169,29 @@ def test_installed_backend_plugins_are_registered() -> None:
 
 
 
-def test_a_missing_backend_plugin_says_what_to_install() -> None:
+def test_a_missing_backend_plugin_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # blocked by name: says so (the plugin is installed)
     out = run_cli("runs", "show", "mlflow:0123456789abcdef0123456789abcdef",
                   env={"AIPM_DISABLE_PLUGINS": "mlflow"})
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install aipm-mlflow" in lines[0], lines
+    assert len(lines) == 1 and "blocked by AIPM_DISABLE_PLUGINS" in lines[0], lines
+    # an unknown scheme: no package to name
+    out = run_cli("runs", "show", "acme:run1")
+    assert out.returncode == 2 and "is the plugin installed?" in out.stderr
+    # not installed (the plugins cannot be uninstalled in a test: their registration is
+    # taken out of the loaded host, which is what a core-only install has)
+    from aipm_tracking import plugins
+    from aipm_tracking.errors import UsageError
+
+    h = plugins.host()
+    try:
+        h.pm.set_blocked("wandb")  # unregisters it
+        monkeypatch.setattr(h, "infos", [i for i in h.infos if i.name != "wandb"])
+        with pytest.raises(UsageError, match=r"install its plugin: pip install aipm-wandb"):
+            plugins.get_backend("wandb")
+    finally:
+        plugins.reset()
 
 EVENTS = '''
 import json, os

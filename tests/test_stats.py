@@ -415,3 +415,22 @@ def test_fast_percentile_bootstrap_coverage_by_simulation() -> None:
         lo, hi = percentile_interval(deltas[:, 0], 0.95)
         hits += lo <= true <= hi
     assert 0.88 <= hits / reps <= 0.995
+
+
+def test_harmonic_differences_match_digamma_for_small_and_large_counts() -> None:
+    from scipy.special import digamma
+
+    rng = np.random.default_rng(5)
+    for top in (50, 5_000, 3_000_000):  # the table, and digamma when a table would be big
+        hi = rng.integers(0, top, size=(40, 8)).astype(float)
+        lo = np.floor(hi * rng.random(hi.shape))
+        want = digamma(hi + 1.0) - digamma(lo + 1.0)
+        np.testing.assert_allclose(resample._harmonic_diff(lo, hi), want, rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_interval_levels_may_be_numpy_scalars_or_0d_arrays() -> None:
+    d = np.random.default_rng(0).normal(size=500)
+    want = percentile_interval(d, 0.9)
+    assert percentile_interval(d, np.float64(0.9)) == want
+    assert percentile_interval(d, np.array(0.9)) == want

@@ -166,6 +166,47 @@ def _usage_line(e: click.UsageError, argv: list[str] | None) -> str:
     return f"{msg} (see '{where} --help')"
 
 
+class _PipeSafeStdout:
+    """``sys.stdout`` for a reader that may stop early (``aipm compare ... | head -3``).
+
+    Click turns a broken pipe into exit 1, which DESIGN §6 reserves for a blocking
+    regression: a passing comparison piped into ``head`` read as a failed gate. Once the
+    reader is gone, the rest of the output is discarded (the descriptor is pointed at
+    ``os.devnull``, so the interpreter's last flush does not fail either) and the command
+    finishes with its own exit code."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def _closed(self) -> None:
+        self._gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):  # not a real descriptor
+            pass
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return int(self._stream.write(text))
+            except BrokenPipeError:
+                self._closed()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._closed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: AipmError -> one line on stderr + its exit code; any other
     exception (a bug) -> one line and exit :data:`INTERNAL_ERROR` (with ``AIPM_DEBUG`` set,
@@ -173,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     from .errors import AipmError
 
     warnings.showwarning = _show_warning
+    if sys.stdout is not None and not isinstance(sys.stdout, _PipeSafeStdout):
+        sys.stdout = _PipeSafeStdout(sys.stdout)  # type: ignore[assignment]
     debug = os.environ.get("AIPM_DEBUG", "") not in ("", "0")
     try:
         rv = cli.main(args=argv, prog_name="aipm", standalone_mode=False)

@@ -261,8 +261,15 @@ def get_backend(scheme: str, options: BackendOptions | None = None) -> Backend:
     if factory is None:
         known = ", ".join(sorted(factories)) or "none"
         dist = _KNOWN_PLUGINS.get(scheme)
-        hint = (f"install its plugin: pip install {dist}" if dist
-                else "is the plugin installed? see 'aipm plugins'")
+        failed = next((i.error for i in host().infos if i.name == scheme and i.error), None)
+        if scheme in disabled_plugins():
+            hint = f"its plugin '{scheme}' is blocked by AIPM_DISABLE_PLUGINS"
+        elif failed:
+            hint = f"its plugin '{scheme}' failed to load ({failed}); see 'aipm plugins'"
+        elif dist:
+            hint = f"install its plugin: pip install {dist}"
+        else:
+            hint = "is the plugin installed? see 'aipm plugins'"
         raise UsageError(f"no backend for scheme '{scheme}:' (installed: {known}); {hint}")
     return factory(options or BackendOptions())
 

@@ -335,10 +335,12 @@ class AurcKernel:
 def _harmonic_diff(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``H(hi) - H(lo)`` for harmonic numbers ``H(k) = 1 + 1/2 + ... + 1/k``, i.e.
     ``digamma(hi + 1) - digamma(lo + 1)``: by table lookup when the counts are whole numbers
-    (resampled counts always are; 5-10x faster than ``digamma``), else by ``digamma``."""
+    (resampled counts always are) and the table (``H`` up to the largest count) is small next
+    to the number of lookups, else by ``digamma`` (the table costs O(rows) to build)."""
     top = float(hi.max()) if hi.size else 0.0
-    if hi.size and float(lo.min()) >= 0.0 and top <= 1e8 and np.array_equal(hi, np.round(hi)) \
-            and np.array_equal(lo, np.round(lo)):
+    # the table costs O(top): worth it only while top is small next to the lookups
+    if hi.size and float(lo.min()) >= 0.0 and top <= max(4096.0, 4.0 * hi.size) \
+            and np.array_equal(hi, np.round(hi)) and np.array_equal(lo, np.round(lo)):
         table = np.concatenate(([0.0], np.cumsum(1.0 / np.arange(1.0, top + 1.0))))
         return np.asarray(table[hi.astype(np.int64)] - table[lo.astype(np.int64)])
     from scipy.special import digamma

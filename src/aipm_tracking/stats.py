@@ -39,10 +39,14 @@ import numpy as np
 ArrayLike = Any  # numpy array-likes (kept loose for mypy without numpy stubs gymnastics)
 
 
-@functools.lru_cache(maxsize=4096)
 def _z(level: float) -> float:
     """The two-sided normal quantile of ``level`` (cached: ``norm.ppf`` costs about a
     millisecond a call, and a comparison with many slices asks for the same few levels)."""
+    return _z_cached(float(level))
+
+
+@functools.lru_cache(maxsize=4096)
+def _z_cached(level: float) -> float:
     from scipy.stats import norm
 
     if not 0.0 < level < 1.0:

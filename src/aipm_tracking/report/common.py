@@ -294,7 +294,9 @@ def displayed_rows(cmp: Comparison) -> tuple[list[MetricComparison], int]:
     the ``MAX_SLICES`` most notable (worst verdict first, then the smallest p-value), in
     their original order. ``--format json`` keeps every row."""
     rows = list(cmp.metrics)
-    sliced = [i for i, r in enumerate(rows) if r.slice is not None]
+    # traffic-mix rows (``accuracy[mix=traffic]``) are the whole eval set again
+    sliced = [i for i, r in enumerate(rows) if r.slice is not None
+              and not r.slice.startswith("mix=")]
     if cmp.guardrails_hash is not None or len(sliced) <= SHOW_SLICE_ROWS:
         return rows, 0
     rank = {v: k for k, v in enumerate(VERDICT_ORDER)}
@@ -305,7 +307,8 @@ def displayed_rows(cmp: Comparison) -> tuple[list[MetricComparison], int]:
         return (rank.get(r.verdict, len(rank)), p)
 
     keep = set(sorted(sliced, key=notable)[:MAX_SLICES])
-    shown = [r for i, r in enumerate(rows) if r.slice is None or i in keep]
+    per_slice = set(sliced)
+    shown = [r for i, r in enumerate(rows) if i not in per_slice or i in keep]
     return shown, len(rows) - len(shown)
 
 
