@@ -77,7 +77,7 @@ def test_a_fast_loggers_backlog_is_spooled_in_records_of_bounded_size(tmp_path: 
     import aipm_tracking as aipm
 
     store = tmp_path / "store"
-    n = 8000  # 24,000 points logged before the spooler's first flush
+    n = 40_000  # 120,000 points logged before the spooler's first flush
     tr = aipm.Tracker(to="local", model="m", store=store, spool_dir=tmp_path / "sp",
                       flush_every_s=30.0, flush_every_n=10**7, keep_spool=True,
                       replay_on_start=False)

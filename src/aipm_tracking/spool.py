@@ -64,8 +64,10 @@ SPOOL_SUFFIX = ".spool"
 STATE_SUFFIX = ".state"
 #: Points per ``log_points`` call when replaying a backlog (at most).
 REPLAY_CHUNK = 5000
-#: Points per ``points`` record (at most): a backlog is spooled as several records.
-RECORD_MAX_POINTS = 5000
+#: Points per ``points`` record (at most): a backlog is spooled as several records. (5,000
+#: made the sender deliver in small transactions beside a fast loop: ``log`` cost 1.0-1.5 us
+#: instead of 0.7 us while the thread delivered; 50,000 is about 0.3 s of spooling.)
+RECORD_MAX_POINTS = 50_000
 
 
 def default_spool_dir(store: str | os.PathLike[str] | None = None) -> Path:

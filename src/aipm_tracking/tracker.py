@@ -10,7 +10,7 @@ interval), whatever the backend is doing; the sender delivers each spooled batch
 does not answer) delays delivery but not spooling: a SIGKILL still loses at most one flush
 interval, as long as the spooler keeps up with the loop: on the 2-core development box it
 kept the bound at 170k points/s (0.14 s lost with a 0.5 s interval); a bare loop of ``log``
-calls at 490k points/s outruns it. A backlog is spooled as records of at most 5,000 points
+calls at 490k points/s outruns it. A backlog is spooled as records of at most 50,000 points
 (``spool.RECORD_MAX_POINTS``), one after the other, so the spool keeps growing while it is
 drained: a kill loses what was not drained yet plus at most the record being written (a
 loop that logged 3M points at once, killed once its spool stopped growing, lost none).
