@@ -10,4 +10,4 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 #: The wandb versions this plugin is tested with (also the distribution's requirement).
-SUPPORTED_WANDB = ">=0.19,<0.32"
+SUPPORTED_WANDB = ">=0.31,<0.32"

@@ -21,8 +21,10 @@ def _require_sdk() -> None:
     from aipm_tracking.errors import UsageError
 
     if find_spec("wandb") is None:
+        from . import SUPPORTED_WANDB
+
         raise UsageError("the wandb: backend needs the wandb package: "
-                         "pip install 'wandb>=0.31,<0.32'")
+                         f"pip install 'wandb{SUPPORTED_WANDB}'")
 
 
 def _factory(options: BackendOptions) -> Any:
